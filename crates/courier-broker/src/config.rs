@@ -1,0 +1,54 @@
+//! The broker's own settings (the CLI fills them from flags, env vars and a TOML file).
+
+use std::path::PathBuf;
+
+use crate::topic_config::TopicDefaults;
+
+/// Everything the broker needs to know about itself.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// This node's id, reported in Metadata as the only broker and every partition's leader.
+    pub node_id: i32,
+    /// Host clients are told to connect to (Metadata's broker list).
+    pub advertised_host: String,
+    /// Port clients are told to connect to; the server fills it in after binding.
+    pub advertised_port: i32,
+    /// Root of all on-disk state.
+    pub data_dir: PathBuf,
+    /// Create a topic when Metadata asks for an unknown one (Kafka's auto.create.topics.enable).
+    pub auto_create_topics: bool,
+    /// Partition count for auto-created topics and CreateTopics with -1 (num.partitions).
+    pub default_partitions: i32,
+    /// Largest partition count a topic may have; bounds memory and file handles.
+    pub max_partitions_per_topic: i32,
+    /// Largest replication factor CreateTopics accepts. Courier is one node and stores one copy;
+    /// it accepts up to this so tools that ask for RF 3 keep working, and reports the truth.
+    pub max_replication_factor: i16,
+    /// Defaults for every topic config that a topic does not override.
+    pub topic_defaults: TopicDefaults,
+    /// How often retention runs (log.retention.check.interval.ms).
+    pub retention_check_interval_ms: u64,
+    /// Most fetch sessions kept at once (max.incremental.fetch.session.cache.slots).
+    pub max_fetch_sessions: usize,
+    /// Cluster id reported in Metadata; generated once and persisted in the data dir.
+    pub cluster_id: Option<String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            data_dir: PathBuf::from("./data"),
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_partitions_per_topic: 10_000,
+            max_replication_factor: 3,
+            topic_defaults: TopicDefaults::default(),
+            retention_check_interval_ms: 300_000,
+            max_fetch_sessions: 1000,
+            cluster_id: None,
+        }
+    }
+}

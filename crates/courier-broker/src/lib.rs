@@ -1,0 +1,36 @@
+//! The broker's state: topics, partitions and the machinery that makes appends durable.
+//!
+//! - [`broker::Broker`] is the root the server's handlers work on: the topic registry, the fetch
+//!   session cache, the broker's configuration and the background tasks (retention).
+//! - [`topics::TopicRegistry`] owns the topics, persists each topic's metadata (id, partition count,
+//!   requested replication factor, config overrides) and creates, grows and deletes them.
+//! - [`partition::Partition`] wraps one [`courier_storage::Log`] with the group-commit syncer:
+//!   appends reach the OS at once, one fdatasync covers every append that arrived before it, and
+//!   the high watermark is the offset up to which the log is fsynced.
+//! - [`topic_config`] knows Kafka's topic config names, their defaults and their validation.
+//! - [`fetch_session`] is the KIP-227 fetch session cache, a plain state machine.
+//!
+//! Nothing here touches sockets; the server crate turns Kafka requests into calls on these types.
+
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod fetch_session;
+pub mod partition;
+pub mod topic_config;
+pub mod topic_name;
+pub mod topics;
+
+pub use broker::Broker;
+pub use config::BrokerConfig;
+pub use error::BrokerError;
+pub use partition::Partition;
+pub use topics::Topic;
+
+/// Milliseconds since the Unix epoch, the unit of every Kafka timestamp.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,204 @@
+//! `courier bench`: throughput and latency through librdkafka, the client most users run.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+
+/// Benchmarks.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Produce fixed-size records as fast as the broker acknowledges them.
+    Produce(ProduceArgs),
+}
+
+/// `courier bench produce` settings.
+#[derive(Args, Debug, Clone)]
+pub struct ProduceArgs {
+    /// Broker to measure; without it, a Courier broker is started in a temporary directory.
+    #[arg(long, value_name = "HOST:PORT")]
+    bootstrap: Option<String>,
+    /// Topic to produce to (created with --partitions if absent).
+    #[arg(long, default_value = "courier-bench")]
+    topic: String,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
+    /// Records to send.
+    #[arg(long, default_value_t = 3_000_000)]
+    messages: u64,
+    /// Bytes per record value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// acks: 0, 1 or all.
+    #[arg(long, default_value = "all")]
+    acks: String,
+    /// librdkafka linger.ms.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u32,
+    /// librdkafka batch.size in bytes.
+    #[arg(long, default_value_t = 1_000_000)]
+    batch_size: u32,
+    /// librdkafka max.in.flight.requests.per.connection.
+    #[arg(long, default_value_t = 5)]
+    in_flight: u32,
+    /// Compression codec: none, gzip, snappy, lz4, zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
+    /// Enable the idempotent producer.
+    #[arg(long)]
+    idempotent: bool,
+}
+
+/// Records each delivery's latency and outcome.
+struct Stats {
+    latency_us: Histogram<u64>,
+    delivered: u64,
+    failed: u64,
+    first_error: Option<String>,
+}
+
+struct BenchContext {
+    stats: Arc<Mutex<Stats>>,
+}
+
+impl ClientContext for BenchContext {}
+
+impl ProducerContext for BenchContext {
+    type DeliveryOpaque = Box<Instant>;
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_at: Self::DeliveryOpaque) {
+        let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(_) => {
+                s.delivered += 1;
+                let us = sent_at.elapsed().as_micros() as u64;
+                let _ = s.latency_us.record(us.max(1));
+            }
+            Err((e, _)) => {
+                s.failed += 1;
+                if s.first_error.is_none() {
+                    s.first_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Runs a benchmark.
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Produce(args) => produce(args),
+    }
+}
+
+fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let embedded = match &args.bootstrap {
+        Some(_) => None,
+        None => {
+            Some(crate::embedded::EmbeddedBroker::start().context("starting an embedded broker")?)
+        }
+    };
+    let bootstrap = match (&args.bootstrap, &embedded) {
+        (Some(b), _) => b.clone(),
+        (None, Some(e)) => e.bootstrap(),
+        (None, None) => unreachable!("one of the two is set"),
+    };
+    crate::admin::ensure_topic(&bootstrap, &args.topic, args.partitions)?;
+    let stats = Arc::new(Mutex::new(Stats {
+        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram")?,
+        delivered: 0,
+        failed: 0,
+        first_error: None,
+    }));
+    let producer: BaseProducer<BenchContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("acks", &args.acks)
+        .set("linger.ms", args.linger_ms.to_string())
+        .set("batch.size", args.batch_size.to_string())
+        .set(
+            "max.in.flight.requests.per.connection",
+            args.in_flight.to_string(),
+        )
+        .set("compression.codec", &args.compression)
+        .set("enable.idempotence", args.idempotent.to_string())
+        .set("queue.buffering.max.messages", "2000000")
+        .set("queue.buffering.max.kbytes", "2097151")
+        .set("message.max.bytes", "10000000")
+        .create_with_context(BenchContext {
+            stats: Arc::clone(&stats),
+        })
+        .context("creating the producer")?;
+    let value = vec![b'x'; args.value_size];
+    let bar = ProgressBar::new(args.messages);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} msgs  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    for i in 0..args.messages {
+        let partition = (i % args.partitions as u64) as i32;
+        let mut record = BaseRecord::with_opaque_to(&args.topic, Box::new(Instant::now()))
+            .payload(&value[..])
+            .partition(partition);
+        loop {
+            match producer.send::<[u8], [u8]>(record) {
+                Ok(()) => break,
+                Err((e, r)) => {
+                    if !matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
+                        anyhow::bail!("send failed: {e}");
+                    }
+                    producer.poll(Duration::from_millis(1));
+                    record = r;
+                }
+            }
+        }
+        if i % 10_000 == 0 {
+            producer.poll(Duration::ZERO);
+            bar.set_position(stats.lock().unwrap_or_else(|p| p.into_inner()).delivered);
+        }
+    }
+    while producer.in_flight_count() > 0 {
+        producer.poll(Duration::from_millis(10));
+        bar.set_position(stats.lock().unwrap_or_else(|p| p.into_inner()).delivered);
+        if started.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("deliveries still outstanding after 10 minutes");
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let s = stats.lock().unwrap_or_else(|p| p.into_inner());
+    let rate = s.delivered as f64 / elapsed;
+    println!(
+        "produce: {} msgs of {} B, acks={}, linger.ms={}, batch.size={}, in-flight={}, partitions={}, compression={}",
+        args.messages, args.value_size, args.acks, args.linger_ms, args.batch_size, args.in_flight, args.partitions, args.compression
+    );
+    println!(
+        "  {:.0} msgs/s  {:.1} MB/s  in {:.2} s  delivered {}  failed {}",
+        rate,
+        rate * args.value_size as f64 / 1e6,
+        elapsed,
+        s.delivered,
+        s.failed
+    );
+    println!(
+        "  ack latency: p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+        s.latency_us.value_at_quantile(0.50) as f64 / 1000.0,
+        s.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+        s.latency_us.value_at_quantile(0.999) as f64 / 1000.0,
+        s.latency_us.max() as f64 / 1000.0
+    );
+    if let Some(e) = &s.first_error {
+        anyhow::bail!("{} deliveries failed; first error: {e}", s.failed);
+    }
+    drop(embedded);
+    Ok(())
+}

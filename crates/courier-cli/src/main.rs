@@ -1,0 +1,55 @@
+//! `courier`: the broker, its benchmarks and its admin commands, in one binary.
+
+mod admin;
+mod bench;
+mod embedded;
+mod serve;
+mod settings;
+
+use clap::{Parser, Subcommand};
+
+/// Courier: a Kafka-compatible message broker whose delivery guarantees can be shown to hold.
+#[derive(Parser)]
+#[command(name = "courier", version, about, long_about = None)]
+struct Cli {
+    /// Log level or filter (e.g. `info`, `debug`, `courier_server=trace`). RUST_LOG, if set, wins.
+    #[arg(long, global = true, env = "COURIER_LOG", default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(Box<serve::ServeArgs>),
+    /// Measure the broker through a real Kafka client.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(*args),
+        Command::Bench(cmd) => bench::run(cmd),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("courier: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! `courier serve`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use courier_broker::{Broker, BrokerConfig};
+use courier_server::{Context, ServerConfig};
+
+use crate::settings::{self, FileSettings};
+
+/// Run the broker. Each setting can be given by flag, by environment variable, or in the TOML
+/// file named by --config (keys are the flag names without dashes' prefix, e.g. `data-dir`).
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed on stdout). [default: 127.0.0.1:9092]
+    #[arg(long, env = "COURIER_LISTEN", value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Directory holding all data. [default: ./data]
+    #[arg(long, env = "COURIER_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML file with any of these settings.
+    #[arg(long, env = "COURIER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Host name clients are told to connect to. [default: the listen host]
+    #[arg(long, env = "COURIER_ADVERTISED_HOST")]
+    advertised_host: Option<String>,
+    /// This broker's node id. [default: 0]
+    #[arg(long, env = "COURIER_NODE_ID")]
+    node_id: Option<i32>,
+    /// Create unknown topics when a client asks for their metadata. [default: true]
+    #[arg(long, env = "COURIER_AUTO_CREATE_TOPICS")]
+    auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics. [default: 1]
+    #[arg(long, env = "COURIER_NUM_PARTITIONS")]
+    num_partitions: Option<i32>,
+    /// Largest request frame accepted, in bytes. [default: 104857600]
+    #[arg(long, env = "COURIER_MAX_FRAME_BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// Most client connections at once. [default: 1000]
+    #[arg(long, env = "COURIER_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Most unanswered requests per connection. [default: 32]
+    #[arg(long, env = "COURIER_MAX_IN_FLIGHT")]
+    max_in_flight_per_connection: Option<usize>,
+    /// Default segment.bytes. [default: 1073741824]
+    #[arg(long, env = "COURIER_SEGMENT_BYTES")]
+    segment_bytes: Option<u64>,
+    /// Default segment.ms. [default: 604800000]
+    #[arg(long, env = "COURIER_SEGMENT_MS")]
+    segment_ms: Option<i64>,
+    /// Default retention.ms; -1 keeps forever. [default: 604800000]
+    #[arg(long, env = "COURIER_RETENTION_MS", allow_hyphen_values = true)]
+    retention_ms: Option<i64>,
+    /// Default retention.bytes; -1 for no limit. [default: -1]
+    #[arg(long, env = "COURIER_RETENTION_BYTES", allow_hyphen_values = true)]
+    retention_bytes: Option<i64>,
+    /// Default max.message.bytes (largest batch). [default: 1048588]
+    #[arg(long, env = "COURIER_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<u32>,
+    /// Default flush.ms: how long unsynced data may wait for a background fsync when no acks=all
+    /// producer waits. Consumers see records once fsynced. [default: 0]
+    #[arg(long, env = "COURIER_FLUSH_MS")]
+    flush_ms: Option<i64>,
+    /// How often retention runs, in ms. [default: 300000]
+    #[arg(long, env = "COURIER_RETENTION_CHECK_INTERVAL_MS")]
+    retention_check_interval_ms: Option<u64>,
+}
+
+/// The fully resolved settings.
+struct Resolved {
+    listen: String,
+    broker: BrokerConfig,
+    server: ServerConfig,
+}
+
+fn resolve(a: ServeArgs) -> anyhow::Result<Resolved> {
+    let f = match &a.config {
+        Some(path) => settings::load(path)?,
+        None => FileSettings::default(),
+    };
+    let listen = a
+        .listen
+        .or(f.listen)
+        .unwrap_or_else(|| "127.0.0.1:9092".into());
+    let mut broker = BrokerConfig::default();
+    broker.data_dir = a
+        .data_dir
+        .or(f.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./data"));
+    let listen_host = listen
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+        .unwrap_or_default();
+    broker.advertised_host = a.advertised_host.or(f.advertised_host).unwrap_or_else(|| {
+        if listen_host.is_empty() || listen_host == "0.0.0.0" || listen_host == "::" {
+            "127.0.0.1".into()
+        } else {
+            listen_host.clone()
+        }
+    });
+    if let Some(v) = a.node_id.or(f.node_id) {
+        broker.node_id = v;
+    }
+    if let Some(v) = a.auto_create_topics.or(f.auto_create_topics) {
+        broker.auto_create_topics = v;
+    }
+    if let Some(v) = a.num_partitions.or(f.num_partitions) {
+        anyhow::ensure!(v >= 1, "--num-partitions must be at least 1");
+        broker.default_partitions = v;
+    }
+    if let Some(v) = a
+        .retention_check_interval_ms
+        .or(f.retention_check_interval_ms)
+    {
+        broker.retention_check_interval_ms = v;
+    }
+    let log = &mut broker.topic_defaults.log;
+    if let Some(v) = a.segment_bytes.or(f.segment_bytes) {
+        anyhow::ensure!(v >= 1024, "--segment-bytes must be at least 1024");
+        log.segment_bytes = v;
+    }
+    if let Some(v) = a.segment_ms.or(f.segment_ms) {
+        anyhow::ensure!(v >= 1, "--segment-ms must be at least 1");
+        log.segment_ms = v;
+    }
+    if let Some(v) = a.retention_ms.or(f.retention_ms) {
+        anyhow::ensure!(v >= -1, "--retention-ms must be -1 or more");
+        log.retention_ms = v;
+    }
+    if let Some(v) = a.retention_bytes.or(f.retention_bytes) {
+        anyhow::ensure!(v >= -1, "--retention-bytes must be -1 or more");
+        log.retention_bytes = v;
+    }
+    if let Some(v) = a.max_message_bytes.or(f.max_message_bytes) {
+        log.max_message_bytes = v;
+    }
+    if let Some(v) = a.flush_ms.or(f.flush_ms) {
+        anyhow::ensure!(v >= 0, "--flush-ms must be 0 or more");
+        broker.topic_defaults.flush_ms = v;
+    }
+    let mut server = ServerConfig::default();
+    if let Some(v) = a.max_frame_bytes.or(f.max_frame_bytes) {
+        anyhow::ensure!(v >= 1024, "--max-frame-bytes must be at least 1024");
+        server.max_frame_bytes = v;
+    }
+    if let Some(v) = a.max_connections.or(f.max_connections) {
+        anyhow::ensure!(v >= 1, "--max-connections must be at least 1");
+        server.max_connections = v;
+    }
+    if let Some(v) = a
+        .max_in_flight_per_connection
+        .or(f.max_in_flight_per_connection)
+    {
+        anyhow::ensure!(v >= 1, "--max-in-flight-per-connection must be at least 1");
+        server.max_in_flight_per_connection = v;
+    }
+    Ok(Resolved {
+        listen,
+        broker,
+        server,
+    })
+}
+
+/// Runs the broker until SIGINT or SIGTERM, then shuts down cleanly.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let resolved = resolve(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("courier")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&resolved.listen)
+            .await
+            .with_context(|| format!("binding {}", resolved.listen))?;
+        let local = listener.local_addr().context("reading the bound address")?;
+        let mut broker_config = resolved.broker;
+        broker_config.advertised_port = i32::from(local.port());
+        let data_dir = broker_config.data_dir.clone();
+        let broker = Broker::open(broker_config)
+            .with_context(|| format!("opening data dir {}", data_dir.display()))?;
+        broker.start_background_tasks();
+        let ctx = Arc::new(Context {
+            broker: Arc::clone(&broker),
+            config: resolved.server,
+        });
+        tracing::info!(listen = %local, data_dir = %data_dir.display(), "courier is serving");
+        println!("courier listening on {local}");
+        courier_server::serve(listener, ctx, shutdown_signal()).await;
+        let b = Arc::clone(&broker);
+        tokio::task::spawn_blocking(move || b.shutdown())
+            .await
+            .context("closing storage")?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT will stop the broker");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,94 @@
+//! The API keys and versions Courier advertises in ApiVersions and accepts in requests.
+
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Message, VersionRange};
+
+/// The intersection of three ranges: what Courier implements for an API, what the crate decodes
+/// for its request type, and what it encodes for its response type.
+fn range<Req: Message, Resp: Message>(min: i16, max: i16) -> VersionRange {
+    VersionRange { min, max }
+        .intersect(&Req::VERSIONS)
+        .intersect(&Resp::VERSIONS)
+}
+
+/// Every API Courier serves, with its version range, in API key order.
+pub fn supported_apis() -> Vec<(ApiKey, VersionRange)> {
+    vec![
+        (
+            ApiKey::Produce,
+            range::<ProduceRequest, ProduceResponse>(3, i16::MAX),
+        ),
+        (
+            ApiKey::Fetch,
+            range::<FetchRequest, FetchResponse>(4, i16::MAX),
+        ),
+        (
+            ApiKey::ListOffsets,
+            range::<ListOffsetsRequest, ListOffsetsResponse>(1, i16::MAX),
+        ),
+        (
+            ApiKey::Metadata,
+            range::<MetadataRequest, MetadataResponse>(0, i16::MAX),
+        ),
+        (
+            ApiKey::ApiVersions,
+            range::<ApiVersionsRequest, ApiVersionsResponse>(0, i16::MAX),
+        ),
+        (
+            ApiKey::CreateTopics,
+            range::<CreateTopicsRequest, CreateTopicsResponse>(2, i16::MAX),
+        ),
+        (
+            ApiKey::DeleteTopics,
+            range::<DeleteTopicsRequest, DeleteTopicsResponse>(1, i16::MAX),
+        ),
+        (
+            ApiKey::DeleteRecords,
+            range::<DeleteRecordsRequest, DeleteRecordsResponse>(0, i16::MAX),
+        ),
+        (
+            ApiKey::DescribeConfigs,
+            range::<DescribeConfigsRequest, DescribeConfigsResponse>(1, i16::MAX),
+        ),
+        (
+            ApiKey::CreatePartitions,
+            range::<CreatePartitionsRequest, CreatePartitionsResponse>(0, i16::MAX),
+        ),
+        (
+            ApiKey::IncrementalAlterConfigs,
+            range::<IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse>(0, i16::MAX),
+        ),
+    ]
+}
+
+/// The version range served for `api_key`, or `None` when Courier does not serve it.
+pub fn supported_versions(api_key: ApiKey) -> Option<VersionRange> {
+    supported_apis()
+        .into_iter()
+        .find(|(key, _)| *key == api_key)
+        .map(|(_, r)| r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_range_is_non_empty_and_within_the_crates_types() {
+        for (key, r) in supported_apis() {
+            assert!(!r.is_empty(), "{key:?} has an empty range {r}");
+            assert!(r.max <= key.valid_versions().max, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn init_producer_id_style_mismatch_is_clamped_to_the_response() {
+        // ApiVersions' request and response ranges agree; the intersection must equal them.
+        let r = supported_versions(ApiKey::ApiVersions).expect("served");
+        assert_eq!(
+            r,
+            ApiVersionsResponse::VERSIONS.intersect(&ApiVersionsRequest::VERSIONS)
+        );
+        assert!(supported_versions(ApiKey::SaslHandshake).is_none());
+    }
+}

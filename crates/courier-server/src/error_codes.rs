@@ -1,0 +1,78 @@
+//! The one place where Courier's errors become Kafka error codes.
+
+use courier_broker::BrokerError;
+use courier_storage::StorageError;
+use kafka_protocol::error::ResponseError;
+
+/// The Kafka error a storage failure is reported as.
+pub fn storage(e: &StorageError) -> ResponseError {
+    match e {
+        StorageError::CorruptMessage(_) => ResponseError::CorruptMessage,
+        StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        _ => ResponseError::KafkaStorageError,
+    }
+}
+
+/// The Kafka error a broker failure is reported as.
+pub fn broker(e: &BrokerError) -> ResponseError {
+    match e {
+        BrokerError::Storage(s) => storage(s),
+        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
+            ResponseError::UnknownTopicOrPartition
+        }
+        BrokerError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        BrokerError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
+        BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        BrokerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        BrokerError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        BrokerError::StorageOffline(_) => ResponseError::KafkaStorageError,
+        BrokerError::DurabilityTimeout => ResponseError::RequestTimedOut,
+        BrokerError::Metadata { .. } | BrokerError::CorruptMetadata { .. } => {
+            ResponseError::KafkaStorageError
+        }
+        BrokerError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+    }
+}
+
+/// The numeric code for a broker failure, logging unexpected ones.
+pub fn code(e: &BrokerError) -> i16 {
+    let err = broker(e);
+    if err == ResponseError::KafkaStorageError {
+        tracing::error!(error = %e, "storage failure");
+    } else {
+        tracing::debug!(error = %e, code = err.code(), "request failed");
+    }
+    err.code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_map_to_their_kafka_codes() {
+        let cases: Vec<(BrokerError, i16)> = vec![
+            (StorageError::CorruptMessage("crc".into()).into(), 2),
+            (StorageError::InvalidRecord("count".into()).into(), 87),
+            (BrokerError::UnknownTopic("t".into()), 3),
+            (BrokerError::TopicExists("t".into()), 36),
+            (
+                BrokerError::InvalidTopicName {
+                    name: "a b".into(),
+                    reason: "x",
+                },
+                17,
+            ),
+            (BrokerError::InvalidPartitions("0".into()), 37),
+            (BrokerError::InvalidReplicationFactor("4".into()), 38),
+            (BrokerError::InvalidConfig("k".into()), 40),
+            (BrokerError::DurabilityTimeout, 7),
+        ];
+        for (e, want) in cases {
+            assert_eq!(code(&e), want, "{e}");
+        }
+    }
+}

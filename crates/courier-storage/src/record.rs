@@ -1,0 +1,235 @@
+//! Records inside a v2 batch: varint decoding, a walker over uncompressed records, and the
+//! per-record `(offset, timestamp)` view that timestamp lookups need.
+//!
+//! Appends never look inside records beyond validation; only `ListOffsets` by timestamp does,
+//! and then for at most a couple of batches, so decompressing through `kafka_protocol` there is
+//! cheap enough.
+
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
+
+use crate::batch::{BatchHeader, BATCH_HEADER_LEN};
+
+/// What the walker learns about one record without copying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordMeta {
+    /// Added to the batch's `base_timestamp` to give the record's timestamp.
+    pub timestamp_delta: i64,
+    /// Added to the batch's `base_offset` to give the record's offset.
+    pub offset_delta: i32,
+}
+
+/// Reads a zigzag varint of at most 5 bytes (Kafka `varint`).
+fn read_varint(buf: &[u8], pos: &mut usize) -> Result<i32, &'static str> {
+    let raw = read_unsigned(buf, pos, 5)?;
+    let raw = u32::try_from(raw).map_err(|_| "varint overflows 32 bits")?;
+    Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32))
+}
+
+/// Reads a zigzag varint of at most 10 bytes (Kafka `varlong`).
+fn read_varlong(buf: &[u8], pos: &mut usize) -> Result<i64, &'static str> {
+    let raw = read_unsigned(buf, pos, 10)?;
+    Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
+}
+
+fn read_unsigned(buf: &[u8], pos: &mut usize, max_bytes: usize) -> Result<u64, &'static str> {
+    let mut value: u64 = 0;
+    for i in 0..max_bytes {
+        let byte = *buf.get(*pos).ok_or("varint runs past the end")?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err("varint is too long")
+}
+
+/// Skips a length-prefixed field; `-1` (null) is allowed only if `nullable`.
+fn skip_bytes(buf: &[u8], pos: &mut usize, nullable: bool) -> Result<(), &'static str> {
+    let len = read_varint(buf, pos)?;
+    if len == -1 && nullable {
+        return Ok(());
+    }
+    let len = usize::try_from(len).map_err(|_| "negative field length")?;
+    let end = pos.checked_add(len).ok_or("field length overflows")?;
+    if end > buf.len() {
+        return Err("field runs past the end of the record");
+    }
+    *pos = end;
+    Ok(())
+}
+
+/// Parses the body of one record (everything after its length prefix).
+fn parse_body(body: &[u8]) -> Result<RecordMeta, &'static str> {
+    let mut pos = 1; // attributes (unused, must exist)
+    if body.is_empty() {
+        return Err("empty record");
+    }
+    let timestamp_delta = read_varlong(body, &mut pos)?;
+    let offset_delta = read_varint(body, &mut pos)?;
+    skip_bytes(body, &mut pos, true)?; // key
+    skip_bytes(body, &mut pos, true)?; // value
+    let headers = read_varint(body, &mut pos)?;
+    if headers < 0 {
+        return Err("negative header count");
+    }
+    for _ in 0..headers {
+        skip_bytes(body, &mut pos, false)?; // header key
+        skip_bytes(body, &mut pos, true)?; // header value
+    }
+    if pos != body.len() {
+        return Err("record length does not match its fields");
+    }
+    Ok(RecordMeta {
+        timestamp_delta,
+        offset_delta,
+    })
+}
+
+/// Walks the uncompressed records section of a batch, one record per item. Yields an error
+/// (and then stops) at the first record that does not parse or runs past the end.
+pub(crate) struct RecordIter<'a> {
+    /// The records section (the batch after its 61-byte header).
+    buf: &'a [u8],
+    /// Where the next record's length prefix starts.
+    pos: usize,
+    /// Set after an error so the iterator ends.
+    failed: bool,
+}
+
+impl<'a> RecordIter<'a> {
+    /// Starts at the first record of `records`.
+    pub(crate) fn new(records: &'a [u8]) -> Self {
+        RecordIter {
+            buf: records,
+            pos: 0,
+            failed: false,
+        }
+    }
+
+    fn next_record(&mut self) -> Result<RecordMeta, &'static str> {
+        let len = read_varint(self.buf, &mut self.pos)?;
+        let len = usize::try_from(len).map_err(|_| "negative record length")?;
+        let end = self.pos.checked_add(len).ok_or("record length overflows")?;
+        let body = self
+            .buf
+            .get(self.pos..end)
+            .ok_or("record runs past the end of the batch")?;
+        self.pos = end;
+        parse_body(body)
+    }
+}
+
+impl Iterator for RecordIter<'_> {
+    type Item = Result<RecordMeta, &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.pos >= self.buf.len() {
+            return None;
+        }
+        let item = self.next_record();
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
+
+/// `(offset, timestamp)` of every record in one whole batch, in order. Under `LogAppendTime`
+/// every record carries the batch's `max_timestamp`. Compressed batches are decompressed.
+pub(crate) fn record_timestamps(
+    batch: &Bytes,
+    header: &BatchHeader,
+) -> Result<Vec<(u64, i64)>, String> {
+    let base = u64::try_from(header.base_offset).map_err(|_| "negative base offset")?;
+    let mut out = Vec::new();
+    if header.compression() == 0 {
+        let records = batch
+            .get(BATCH_HEADER_LEN..)
+            .ok_or("batch shorter than its header")?;
+        for record in RecordIter::new(records) {
+            let record = record.map_err(str::to_string)?;
+            let delta = u64::try_from(record.offset_delta).map_err(|_| "negative offset delta")?;
+            let ts = header.base_timestamp.wrapping_add(record.timestamp_delta);
+            out.push((base + delta, ts));
+        }
+    } else {
+        let mut buf = batch.clone();
+        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
+        for record in set.records {
+            let offset = u64::try_from(record.offset).map_err(|_| "negative record offset")?;
+            out.push((offset, record.timestamp));
+        }
+    }
+    if header.is_log_append_time() {
+        for entry in &mut out {
+            entry.1 = header.max_timestamp;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::parse_header;
+    use crate::test_batches::{batch, compressed_batch, TestRecord};
+
+    #[test]
+    fn varints_round_trip_kafka_examples() {
+        // zigzag: 0 -> 0, -1 -> 1, 1 -> 2, 300 -> 600 = [0xd8, 0x04]
+        let mut pos = 0;
+        assert_eq!(read_varint(&[0x00], &mut pos), Ok(0));
+        pos = 0;
+        assert_eq!(read_varint(&[0x01], &mut pos), Ok(-1));
+        pos = 0;
+        assert_eq!(read_varint(&[0xd8, 0x04], &mut pos), Ok(300));
+        assert_eq!(pos, 2);
+        pos = 0;
+        assert!(read_varint(&[0xff; 6], &mut pos).is_err());
+        pos = 0;
+        assert!(read_varlong(&[0x80], &mut pos).is_err());
+    }
+
+    #[test]
+    fn walks_uncompressed_records() {
+        let b = batch(&[
+            TestRecord::new(100, b"a", b"1"),
+            TestRecord::new(90, b"", b""),
+            TestRecord::new(130, b"c", b"333"),
+        ]);
+        let metas: Vec<_> = RecordIter::new(&b[BATCH_HEADER_LEN..])
+            .collect::<Result<_, _>>()
+            .expect("parses");
+        assert_eq!(metas.len(), 3);
+        assert_eq!(metas[2].offset_delta, 2);
+        let h = parse_header(&b).expect("header");
+        let ts = record_timestamps(&Bytes::from(b), &h).expect("timestamps");
+        assert_eq!(ts, vec![(0, 100), (1, 90), (2, 130)]);
+    }
+
+    #[test]
+    fn decodes_compressed_records() {
+        for codec in 1..=4 {
+            let b = compressed_batch(
+                codec,
+                &[
+                    TestRecord::new(5, b"a", b"x"),
+                    TestRecord::new(9, b"b", b"y"),
+                ],
+            );
+            let h = parse_header(&b).expect("header");
+            let ts = record_timestamps(&Bytes::from(b), &h).expect("timestamps");
+            assert_eq!(ts, vec![(0, 5), (1, 9)], "codec {codec}");
+        }
+    }
+
+    #[test]
+    fn truncated_records_fail_without_panicking() {
+        let b = batch(&[TestRecord::new(1, b"key", b"value")]);
+        let records = &b[BATCH_HEADER_LEN..];
+        for cut in 0..records.len() {
+            let all: Vec<_> = RecordIter::new(&records[..cut]).collect();
+            assert!(all.iter().all(|r| r.is_err()) || cut == 0);
+        }
+    }
+}
