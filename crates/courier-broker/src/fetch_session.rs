@@ -138,13 +138,14 @@ impl FetchSessionCache {
         }
         session.next_epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
         session.last_used_ms = now_ms;
-        for key in forgotten {
-            session.partitions.shift_remove(&key);
-        }
+        // As in Kafka: updates first, then removals, so a partition in both is forgotten.
         for (key, update) in requested {
             let entry = session.partitions.entry(key).or_insert(update);
             entry.fetch_offset = update.fetch_offset;
             entry.partition_max_bytes = update.partition_max_bytes;
+        }
+        for key in forgotten {
+            session.partitions.shift_remove(&key);
         }
         Ok(SessionPlan {
             session_id,

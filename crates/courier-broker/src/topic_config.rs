@@ -12,22 +12,13 @@ use courier_storage::LogConfig;
 use crate::error::BrokerError;
 
 /// Broker-wide defaults for topic configs (Kafka's `log.*` broker settings).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TopicDefaults {
     /// Storage defaults: segment size and age, retention, index interval, max batch size.
     pub log: LogConfig,
     /// flush.ms: how long appended data may wait before a background fsync when no acks=all
     /// producer is waiting. 0 syncs as soon as the syncer is free.
     pub flush_ms: i64,
-}
-
-impl Default for TopicDefaults {
-    fn default() -> Self {
-        Self {
-            log: LogConfig::default(),
-            flush_ms: 0,
-        }
-    }
 }
 
 /// How a key's value is parsed and checked.

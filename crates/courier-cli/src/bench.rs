@@ -54,6 +54,10 @@ pub struct ProduceArgs {
     /// Enable the idempotent producer.
     #[arg(long)]
     idempotent: bool,
+    /// Target send rate in messages per second; 0 sends as fast as the client queue allows.
+    /// Ack latency is only meaningful below saturation, where the client queue stays short.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
 /// Records each delivery's latency and outcome.
@@ -161,6 +165,13 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        if args.rate > 0 && i % 1000 == 0 {
+            let due = started + Duration::from_secs_f64(i as f64 / args.rate as f64);
+            let now = Instant::now();
+            if due > now {
+                producer.poll(due - now);
+            }
+        }
         if i % 10_000 == 0 {
             producer.poll(Duration::ZERO);
             bar.set_position(stats.lock().unwrap_or_else(|p| p.into_inner()).delivered);
@@ -178,8 +189,16 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let s = stats.lock().unwrap_or_else(|p| p.into_inner());
     let rate = s.delivered as f64 / elapsed;
     println!(
-        "produce: {} msgs of {} B, acks={}, linger.ms={}, batch.size={}, in-flight={}, partitions={}, compression={}",
-        args.messages, args.value_size, args.acks, args.linger_ms, args.batch_size, args.in_flight, args.partitions, args.compression
+        "produce: {} msgs of {} B, acks={}, linger.ms={}, batch.size={}, in-flight={}, partitions={}, compression={}, rate={}",
+        args.messages,
+        args.value_size,
+        args.acks,
+        args.linger_ms,
+        args.batch_size,
+        args.in_flight,
+        args.partitions,
+        args.compression,
+        if args.rate == 0 { "unlimited".to_string() } else { format!("{}/s", args.rate) }
     );
     println!(
         "  {:.0} msgs/s  {:.1} MB/s  in {:.2} s  delivered {}  failed {}",

@@ -84,11 +84,13 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Resolved> {
         .listen
         .or(f.listen)
         .unwrap_or_else(|| "127.0.0.1:9092".into());
-    let mut broker = BrokerConfig::default();
-    broker.data_dir = a
-        .data_dir
-        .or(f.data_dir)
-        .unwrap_or_else(|| PathBuf::from("./data"));
+    let mut broker = BrokerConfig {
+        data_dir: a
+            .data_dir
+            .or(f.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data")),
+        ..BrokerConfig::default()
+    };
     let listen_host = listen
         .rsplit_once(':')
         .map(|(h, _)| h.trim_matches(['[', ']']).to_string())

@@ -51,6 +51,10 @@ pub fn supported_apis() -> Vec<(ApiKey, VersionRange)> {
             range::<DescribeConfigsRequest, DescribeConfigsResponse>(1, i16::MAX),
         ),
         (
+            ApiKey::AlterConfigs,
+            range::<AlterConfigsRequest, AlterConfigsResponse>(0, i16::MAX),
+        ),
+        (
             ApiKey::CreatePartitions,
             range::<CreatePartitionsRequest, CreatePartitionsResponse>(0, i16::MAX),
         ),

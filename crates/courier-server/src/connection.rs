@@ -110,7 +110,7 @@ async fn read_loop(
                     api_key: ApiKey::ApiVersions,
                     api_version: 0,
                     correlation_id: raw.map(|h| h.correlation_id).unwrap_or_default(),
-                    reply: Reply::Now(api_versions::unsupported_version_response()),
+                    reply: Reply::now(api_versions::unsupported_version_response()),
                 }
             }
             Err(e) => {
@@ -128,7 +128,7 @@ async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, peer: S
     let mut w = BufWriter::with_capacity(64 * 1024, wr);
     while let Some(p) = rx.recv().await {
         let body = match p.reply {
-            Reply::Now(body) => body,
+            Reply::Now(body) => *body,
             Reply::Later(fut) => fut.await,
             Reply::NoResponse => continue,
             Reply::Close => {

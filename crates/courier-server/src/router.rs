@@ -14,31 +14,34 @@ pub async fn route(ctx: &Arc<Context>, req: DecodedRequest) -> Reply {
     let version = req.header.request_api_version;
     match req.body {
         RequestKind::ApiVersions(r) => {
-            Reply::Now(ResponseKind::ApiVersions(api_versions::handle(r)))
+            Reply::now(ResponseKind::ApiVersions(api_versions::handle(r)))
         }
         RequestKind::Metadata(r) => {
-            Reply::Now(ResponseKind::Metadata(metadata::handle(ctx, version, r)))
+            Reply::now(ResponseKind::Metadata(metadata::handle(ctx, version, r)))
         }
         RequestKind::Produce(r) => produce::handle(ctx, version, r),
         RequestKind::Fetch(r) => fetch::handle(ctx, version, r),
-        RequestKind::ListOffsets(r) => Reply::Now(ResponseKind::ListOffsets(list_offsets::handle(
+        RequestKind::ListOffsets(r) => Reply::now(ResponseKind::ListOffsets(list_offsets::handle(
             ctx, version, r,
         ))),
-        RequestKind::CreateTopics(r) => Reply::Now(ResponseKind::CreateTopics(
+        RequestKind::CreateTopics(r) => Reply::now(ResponseKind::CreateTopics(
             create_topics::handle(ctx, version, r),
         )),
-        RequestKind::DeleteTopics(r) => Reply::Now(ResponseKind::DeleteTopics(
+        RequestKind::DeleteTopics(r) => Reply::now(ResponseKind::DeleteTopics(
             delete_topics::handle(ctx, version, r),
         )),
-        RequestKind::CreatePartitions(r) => Reply::Now(ResponseKind::CreatePartitions(
+        RequestKind::CreatePartitions(r) => Reply::now(ResponseKind::CreatePartitions(
             create_partitions::handle(ctx, r),
         )),
-        RequestKind::DescribeConfigs(r) => Reply::Now(ResponseKind::DescribeConfigs(
+        RequestKind::DescribeConfigs(r) => Reply::now(ResponseKind::DescribeConfigs(
             describe_configs::handle(ctx, version, r),
         )),
-        RequestKind::IncrementalAlterConfigs(r) => Reply::Now(
+        RequestKind::IncrementalAlterConfigs(r) => Reply::now(
             ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(ctx, r)),
         ),
+        RequestKind::AlterConfigs(r) => {
+            Reply::now(ResponseKind::AlterConfigs(alter_configs::handle(ctx, r)))
+        }
         RequestKind::DeleteRecords(r) => delete_records::handle(ctx, r),
         other => {
             // decode_request only yields the APIs listed in courier_protocol::versions, each of

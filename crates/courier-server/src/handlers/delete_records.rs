@@ -50,7 +50,7 @@ pub fn handle(ctx: &Arc<Context>, req: DeleteRecordsRequest) -> Reply {
                 .with_partitions(partitions)
         })
         .collect();
-    Reply::Now(ResponseKind::DeleteRecords(
+    Reply::now(ResponseKind::DeleteRecords(
         DeleteRecordsResponse::default().with_topics(topics),
     ))
 }

@@ -77,7 +77,7 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: FetchRequest) -> Reply {
                 ?code,
                 "fetch session error"
             );
-            return Reply::Now(ResponseKind::Fetch(
+            return Reply::now(ResponseKind::Fetch(
                 FetchResponse::default().with_error_code(code.code()),
             ));
         }

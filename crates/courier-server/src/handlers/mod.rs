@@ -1,5 +1,6 @@
 //! One file per Kafka API.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;

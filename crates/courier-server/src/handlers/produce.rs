@@ -118,7 +118,7 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: ProduceRequest) -> Reply {
     }
     let response = ProduceResponse::default().with_responses(responses);
     if waits.is_empty() {
-        return Reply::Now(ResponseKind::Produce(response));
+        return Reply::now(ResponseKind::Produce(response));
     }
     Reply::later(async move {
         let mut response = response;
