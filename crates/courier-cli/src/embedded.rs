@@ -44,10 +44,7 @@ impl EmbeddedBroker {
             };
             let broker = Broker::open(config).context("opening the embedded broker")?;
             broker.start_background_tasks();
-            let ctx = Arc::new(Context {
-                broker: Arc::clone(&broker),
-                config: ServerConfig::default(),
-            });
+            let ctx = Arc::new(Context::new(Arc::clone(&broker), ServerConfig::default()));
             let (stop, stopped) = oneshot::channel::<()>();
             let served = tokio::spawn(courier_server::serve(listener, ctx, async move {
                 let _ = stopped.await;

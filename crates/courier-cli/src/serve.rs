@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// Most unanswered requests per connection. [default: 32]
     #[arg(long, env = "COURIER_MAX_IN_FLIGHT")]
     max_in_flight_per_connection: Option<usize>,
+    /// Bytes of requests held in memory at once across all connections. [default: 536870912]
+    #[arg(long, env = "COURIER_MAX_REQUEST_MEMORY_BYTES")]
+    max_request_memory_bytes: Option<usize>,
     /// Default segment.bytes. [default: 1073741824]
     #[arg(long, env = "COURIER_SEGMENT_BYTES")]
     segment_bytes: Option<u64>,
@@ -151,6 +154,14 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Resolved> {
         anyhow::ensure!(v >= 1, "--max-connections must be at least 1");
         server.max_connections = v;
     }
+    if let Some(v) = a.max_request_memory_bytes.or(f.max_request_memory_bytes) {
+        anyhow::ensure!(
+            v >= server.max_frame_bytes,
+            "--max-request-memory-bytes must be at least --max-frame-bytes ({})",
+            server.max_frame_bytes
+        );
+        server.max_request_memory_bytes = v;
+    }
     if let Some(v) = a
         .max_in_flight_per_connection
         .or(f.max_in_flight_per_connection)
@@ -184,10 +195,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let broker = Broker::open(broker_config)
             .with_context(|| format!("opening data dir {}", data_dir.display()))?;
         broker.start_background_tasks();
-        let ctx = Arc::new(Context {
-            broker: Arc::clone(&broker),
-            config: resolved.server,
-        });
+        let ctx = Arc::new(Context::new(Arc::clone(&broker), resolved.server));
         tracing::info!(listen = %local, data_dir = %data_dir.display(), "courier is serving");
         println!("courier listening on {local}");
         courier_server::serve(listener, ctx, shutdown_signal()).await;

@@ -19,6 +19,7 @@ pub struct FileSettings {
     pub max_frame_bytes: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_in_flight_per_connection: Option<usize>,
+    pub max_request_memory_bytes: Option<usize>,
     pub segment_bytes: Option<u64>,
     pub segment_ms: Option<i64>,
     pub retention_ms: Option<i64>,

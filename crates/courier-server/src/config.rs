@@ -13,6 +13,11 @@ pub struct ServerConfig {
     pub max_in_flight_per_connection: usize,
     /// Upper bound on a fetch response's size (fetch.max.bytes).
     pub fetch_max_bytes: usize,
+    /// Bytes of request frames held in memory at once across all connections
+    /// (queued.max.request.bytes). A connection whose next frame does not fit waits, and stops
+    /// reading its socket, until earlier requests are answered. Never less than
+    /// `max_frame_bytes`, so any legal frame can be read.
+    pub max_request_memory_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -22,6 +27,7 @@ impl Default for ServerConfig {
             max_connections: 1000,
             max_in_flight_per_connection: 32,
             fetch_max_bytes: 55 * 1024 * 1024,
+            max_request_memory_bytes: 512 * 1024 * 1024,
         }
     }
 }

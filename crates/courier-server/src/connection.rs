@@ -14,7 +14,7 @@ use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tracing::Instrument;
 
 use crate::handlers::api_versions;
@@ -28,6 +28,8 @@ struct Pending {
     api_version: i16,
     correlation_id: i32,
     reply: Reply,
+    /// The frame's share of the request memory pool, returned once the reply is written.
+    _memory: OwnedSemaphorePermit,
 }
 
 /// Serves one connection until the client closes it, a protocol violation closes it, or the
@@ -67,6 +69,13 @@ async fn read_loop(
             return;
         }
         let len = len as usize;
+        let memory = match Arc::clone(&ctx.request_memory)
+            .acquire_many_owned(u32::try_from(len.max(1)).unwrap_or(u32::MAX))
+            .await
+        {
+            Ok(permit) => permit,
+            Err(_) => return,
+        };
         let mut buf = BytesMut::with_capacity(len);
         while buf.len() < len {
             let want = len - buf.len();
@@ -98,6 +107,7 @@ async fn read_loop(
                     api_version,
                     correlation_id,
                     reply,
+                    _memory: memory,
                 }
             }
             Err(ProtocolError::UnsupportedVersion { api_key, version })
@@ -111,6 +121,7 @@ async fn read_loop(
                     api_version: 0,
                     correlation_id: raw.map(|h| h.correlation_id).unwrap_or_default(),
                     reply: Reply::now(api_versions::unsupported_version_response()),
+                    _memory: memory,
                 }
             }
             Err(e) => {

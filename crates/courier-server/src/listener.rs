@@ -16,6 +16,21 @@ pub struct Context {
     pub broker: Arc<Broker>,
     /// Network limits.
     pub config: ServerConfig,
+    /// One permit per byte of request frames in memory (see
+    /// [`ServerConfig::max_request_memory_bytes`]).
+    pub request_memory: Arc<Semaphore>,
+}
+
+impl Context {
+    /// Builds the shared context; the memory pool is at least one maximum-size frame.
+    pub fn new(broker: Arc<Broker>, config: ServerConfig) -> Self {
+        let pool = config.max_request_memory_bytes.max(config.max_frame_bytes);
+        Self {
+            broker,
+            config,
+            request_memory: Arc::new(Semaphore::new(pool)),
+        }
+    }
 }
 
 /// Serves Kafka clients on `listener` until `shutdown` completes, then stops accepting, lets
