@@ -320,3 +320,24 @@ async fn random_and_truncated_frames_never_take_the_server_down() {
         broker.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let broker = TestBroker::start_with(&["--max-connections", "2"]);
+    let mut a = RawClient::connect(&broker.addr);
+    let mut b = RawClient::connect(&broker.addr);
+    a.call(3, &ApiVersionsRequest::default());
+    b.call(3, &ApiVersionsRequest::default());
+    // The third connection is queued by the kernel but not served while two are open.
+    let mut c = RawClient::connect(&broker.addr);
+    c.set_read_timeout(Duration::from_millis(500));
+    c.send(3, &ApiVersionsRequest::default());
+    assert!(
+        c.read_frame().is_err(),
+        "no answer while the limit is reached"
+    );
+    drop(a);
+    c.set_read_timeout(Duration::from_secs(20));
+    let frame = c.read_frame().expect("served once a slot frees up");
+    assert!(frame.len() > 8);
+}

@@ -18,7 +18,16 @@ fn help_documents_every_setting() {
     let out = courier().args(["serve", "--help"]).output().expect("run");
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--listen", "--data-dir", "--config", "--max-frame-bytes", "--max-connections", "--flush-ms", "--retention-ms", "--auto-create-topics"] {
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--config",
+        "--max-frame-bytes",
+        "--max-connections",
+        "--flush-ms",
+        "--retention-ms",
+        "--auto-create-topics",
+    ] {
         assert!(help.contains(flag), "--help mentions {flag}:\n{help}");
     }
     assert!(help.contains("COURIER_LISTEN"), "env vars are documented");
@@ -28,9 +37,21 @@ fn help_documents_every_setting() {
 fn bad_settings_fail_with_a_message() {
     let tmp = tempfile::tempdir().expect("tmp");
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["--listen".into(), "not-an-address".into()], "binding not-an-address"),
-        (vec!["--num-partitions".into(), "0".into()], "--num-partitions must be at least 1"),
-        (vec!["--config".into(), tmp.path().join("missing.toml").display().to_string()], "reading config file"),
+        (
+            vec!["--listen".into(), "not-an-address".into()],
+            "binding not-an-address",
+        ),
+        (
+            vec!["--num-partitions".into(), "0".into()],
+            "--num-partitions must be at least 1",
+        ),
+        (
+            vec![
+                "--config".into(),
+                tmp.path().join("missing.toml").display().to_string(),
+            ],
+            "reading config file",
+        ),
     ];
     for (args, expect) in cases {
         let out = courier()
@@ -43,11 +64,19 @@ fn bad_settings_fail_with_a_message() {
             .expect("run");
         assert!(!out.status.success(), "{args:?} must fail");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(expect), "{args:?}: stderr should say {expect:?}:\n{err}");
+        assert!(
+            err.contains(expect),
+            "{args:?}: stderr should say {expect:?}:\n{err}"
+        );
     }
     let file = tmp.path().join("typo.toml");
     std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").expect("write");
-    let out = courier().arg("serve").arg("--config").arg(&file).output().expect("run");
+    let out = courier()
+        .arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lisen"), "an unknown key is named:\n{err}");
@@ -57,7 +86,11 @@ fn bad_settings_fail_with_a_message() {
 async fn flag_beats_env_beats_file() {
     let tmp = tempfile::tempdir().expect("tmp");
     let file = tmp.path().join("courier.toml");
-    std::fs::write(&file, "num-partitions = 2\nauto-create-topics = true\nmax-connections = 50\n").expect("write");
+    std::fs::write(
+        &file,
+        "num-partitions = 2\nauto-create-topics = true\nmax-connections = 50\n",
+    )
+    .expect("write");
     let cfg = file.display().to_string();
 
     // File only.
@@ -79,7 +112,8 @@ async fn partitions_of_new_topic(bootstrap: &str) -> usize {
     let p = producer(bootstrap, &[("acks", "all")]);
     produce_keyed(&p, "auto", &[("k".into(), b"v".to_vec())]).await;
     let c = consumer(bootstrap, &[]);
-    let md = rdkafka::consumer::Consumer::fetch_metadata(&c, Some("auto"), Duration::from_secs(10)).expect("md");
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&c, Some("auto"), Duration::from_secs(10))
+        .expect("md");
     md.topics()[0].partitions().len()
 }
 
@@ -92,7 +126,10 @@ fn a_data_dir_serves_one_broker_at_a_time() {
         .arg(first.data_dir())
         .output()
         .expect("run");
-    assert!(!out.status.success(), "a second broker on the same data dir is refused");
+    assert!(
+        !out.status.success(),
+        "a second broker on the same data dir is refused"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another broker"), "{err}");
 }

@@ -172,6 +172,11 @@ impl RawClient {
         }
     }
 
+    /// Changes how long reads wait.
+    pub fn set_read_timeout(&mut self, t: Duration) {
+        self.stream.set_read_timeout(Some(t)).expect("timeout");
+    }
+
     /// Sends raw bytes as they are.
     pub fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes)
