@@ -287,7 +287,7 @@ fn log_recovery(topic: &str, index: i32, r: &RecoveryReport) {
             truncated_bytes = r.truncated_bytes,
             "recovered partition: truncated a torn or corrupt tail"
         );
-    } else if !r.clean_shutdown {
+    } else if !r.clean_shutdown && r.scanned_bytes > 0 {
         tracing::info!(
             topic,
             partition = index,

@@ -19,7 +19,7 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
 /// Handles one ListOffsets request.
-pub fn handle(ctx: &Arc<Context>, _version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub fn handle(ctx: &Arc<Context>, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let topics = req
         .topics
         .into_iter()
@@ -33,7 +33,8 @@ pub fn handle(ctx: &Arc<Context>, _version: i16, req: ListOffsetsRequest) -> Lis
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1)
-                        .with_leader_epoch(LEADER_EPOCH);
+                        // leader_epoch exists from v4; older versions must leave the default.
+                        .with_leader_epoch(if version >= 4 { LEADER_EPOCH } else { -1 });
                     let Some(partition) =
                         topic.as_ref().and_then(|t| t.partition(p.partition_index))
                     else {
