@@ -178,7 +178,8 @@ pub fn handle(
                     return out;
                 }
             };
-            let wanted = res.configuration_keys.as_ref();
+            // Null or empty both mean every key, as in Kafka's ConfigHelper.
+            let wanted = res.configuration_keys.as_ref().filter(|k| !k.is_empty());
             out.configs = entries
                 .into_iter()
                 .filter(|(name, ..)| wanted.is_none_or(|w| w.iter().any(|k| k.as_str() == name)))

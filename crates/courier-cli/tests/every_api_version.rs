@@ -1,0 +1,179 @@
+//! Every served API answers at every advertised version with a response that decodes at that
+//! version. A field set outside its versions makes the encoder refuse and the connection drop;
+//! this caught ListOffsets (leader_epoch) and CreateTopics (v5+ fields) doing that.
+
+mod support;
+
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Request, StrBytes};
+use support::kafka::*;
+use support::{RawClient, TestBroker};
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn versions<R: Request>() -> std::ops::RangeInclusive<i16> {
+    let key = ApiKey::try_from(R::KEY).expect("key");
+    let r = courier_protocol::supported_versions(key).expect("served");
+    r.min..=r.max
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_served_version_of_every_api_answers() {
+    let broker = TestBroker::start();
+    create_topic(&broker.bootstrap(), "v", 1).await;
+    let mut c = RawClient::connect(&broker.addr);
+    let md = c.call(12, &MetadataRequest::default().with_topics(None));
+    let topic_id = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_deref().map(|n| n.as_str()) == Some("v"))
+        .expect("v")
+        .topic_id;
+
+    for v in versions::<ApiVersionsRequest>() {
+        let r = c.call(v, &ApiVersionsRequest::default());
+        assert_eq!(r.error_code, 0, "ApiVersions v{v}");
+    }
+    for v in versions::<MetadataRequest>() {
+        let t = metadata_request::MetadataRequestTopic::default().with_name(Some(name("v")));
+        let r = c.call(v, &MetadataRequest::default().with_topics(Some(vec![t])));
+        assert_eq!(r.topics[0].error_code, 0, "Metadata v{v}");
+    }
+    for v in versions::<ProduceRequest>() {
+        let mut t = produce_request::TopicProduceData::default().with_partition_data(vec![
+            produce_request::PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Default::default())),
+        ]);
+        if v >= 13 {
+            t.topic_id = topic_id;
+        } else {
+            t.name = name("v");
+        }
+        let r = c.call(
+            v,
+            &ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![t]),
+        );
+        assert_eq!(r.responses.len(), 1, "Produce v{v}");
+    }
+    for v in versions::<FetchRequest>() {
+        let mut t = fetch_request::FetchTopic::default().with_partitions(vec![
+            fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_partition_max_bytes(1024),
+        ]);
+        if v >= 13 {
+            t.topic_id = topic_id;
+        } else {
+            t.topic = name("v");
+        }
+        let r = c.call(
+            v,
+            &FetchRequest::default()
+                .with_max_bytes(1024)
+                .with_topics(vec![t])
+                .with_session_epoch(-1),
+        );
+        assert_eq!(r.responses[0].partitions[0].error_code, 0, "Fetch v{v}");
+    }
+    for v in versions::<ListOffsetsRequest>() {
+        let t = list_offsets_request::ListOffsetsTopic::default()
+            .with_name(name("v"))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default().with_timestamp(-2)
+            ]);
+        let r = c.call(v, &ListOffsetsRequest::default().with_topics(vec![t]));
+        assert_eq!(r.topics[0].partitions[0].error_code, 0, "ListOffsets v{v}");
+    }
+    for v in versions::<CreateTopicsRequest>() {
+        let t = create_topics_request::CreatableTopic::default()
+            .with_name(name(&format!("created-{v}")))
+            .with_num_partitions(1)
+            .with_replication_factor(1);
+        let r = c.call(
+            v,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![t])
+                .with_timeout_ms(5000),
+        );
+        assert_eq!(
+            r.topics[0].error_code, 0,
+            "CreateTopics v{v}: {:?}",
+            r.topics[0].error_message
+        );
+    }
+    for v in versions::<CreatePartitionsRequest>() {
+        let t = create_partitions_request::CreatePartitionsTopic::default()
+            .with_name(name(&format!("created-{}", 2 + v)))
+            .with_count(2);
+        let r = c.call(
+            v,
+            &CreatePartitionsRequest::default()
+                .with_topics(vec![t])
+                .with_timeout_ms(5000),
+        );
+        assert_eq!(r.results[0].error_code, 0, "CreatePartitions v{v}");
+    }
+    for v in versions::<DescribeConfigsRequest>() {
+        let res = describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("v"));
+        let r = c.call(
+            v,
+            &DescribeConfigsRequest::default().with_resources(vec![res]),
+        );
+        assert_eq!(r.results[0].error_code, 0, "DescribeConfigs v{v}");
+        assert!(!r.results[0].configs.is_empty());
+    }
+    for v in versions::<AlterConfigsRequest>() {
+        let res = alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("v"));
+        let r = c.call(v, &AlterConfigsRequest::default().with_resources(vec![res]));
+        assert_eq!(r.responses[0].error_code, 0, "AlterConfigs v{v}");
+    }
+    for v in versions::<IncrementalAlterConfigsRequest>() {
+        let res = incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("v"));
+        let r = c.call(
+            v,
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![res]),
+        );
+        assert_eq!(r.responses[0].error_code, 0, "IncrementalAlterConfigs v{v}");
+    }
+    for v in versions::<DeleteRecordsRequest>() {
+        let t = delete_records_request::DeleteRecordsTopic::default()
+            .with_name(name("v"))
+            .with_partitions(vec![
+                delete_records_request::DeleteRecordsPartition::default().with_offset(0),
+            ]);
+        let r = c.call(
+            v,
+            &DeleteRecordsRequest::default()
+                .with_topics(vec![t])
+                .with_timeout_ms(5000),
+        );
+        assert_eq!(
+            r.topics[0].partitions[0].error_code, 0,
+            "DeleteRecords v{v}"
+        );
+    }
+    for v in versions::<DeleteTopicsRequest>() {
+        let topic = format!("created-{}", 2 + (v - 1) % 6);
+        let req = if v >= 6 {
+            DeleteTopicsRequest::default()
+                .with_topics(vec![delete_topics_request::DeleteTopicState::default()
+                    .with_name(Some(name(&topic)))])
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(vec![name(&topic)])
+        };
+        let r = c.call(v, &req.with_timeout_ms(5000));
+        assert_eq!(r.responses[0].error_code, 0, "DeleteTopics v{v} ({topic})");
+    }
+}
