@@ -1,44 +1,17 @@
 //! Hot paths of the partition log: appending 16 KiB and 1 MiB batches (validation, CRC32C,
 //! `pwritev`, index upkeep; no fsync) and reading them back.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use courier_storage::batch_builder::{batch, NewRecord};
 use courier_storage::{Log, LogConfig};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
 /// An uncompressed batch of 1 KiB records adding up to about `bytes`.
 fn batch_of(bytes: usize) -> Bytes {
-    let records: Vec<Record> = (0..bytes / 1024)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: None,
-            value: Some(Bytes::from(vec![(i % 251) as u8; 1000])),
-            headers: IndexMap::new(),
-        })
+    let records: Vec<NewRecord> = (0..bytes / 1024)
+        .map(|i| NewRecord::new(1_700_000_000_000 + i as i64, b"", &[(i % 251) as u8; 1000]))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    Bytes::from(batch(&records))
 }
 
 /// Segments of 64 MiB, keeping at most 256 MiB so the bench does not fill the disk.

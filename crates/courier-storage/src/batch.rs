@@ -288,12 +288,12 @@ pub(crate) fn header_for_append(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_batches::{batch, compressed_batch, TestRecord};
+    use crate::batch_builder::{batch, compressed_batch, NewRecord};
 
     fn one() -> Vec<u8> {
         batch(&[
-            TestRecord::new(1_000, b"k", b"v"),
-            TestRecord::new(1_005, b"", b"w"),
+            NewRecord::new(1_000, b"k", b"v"),
+            NewRecord::new(1_005, b"", b"w"),
         ])
     }
 
@@ -311,7 +311,7 @@ mod tests {
     #[test]
     fn accepts_compressed_batches() {
         for codec in 1..=4 {
-            let b = compressed_batch(codec, &[TestRecord::new(7, b"a", b"b")]);
+            let b = compressed_batch(codec, &[NewRecord::new(7, b"a", b"b")]);
             let headers = validate_batches(&b, 1 << 20).expect("valid");
             assert_eq!(headers[0].compression(), codec);
         }

@@ -39,7 +39,8 @@
 //!   and close returns [`StorageError::Poisoned`] instead of pretending. Reopening recovers.
 
 pub mod batch;
-mod checkpoint;
+pub mod batch_builder;
+pub mod checkpoint;
 mod error;
 mod index;
 mod log;
@@ -50,9 +51,6 @@ mod recovery;
 mod retention;
 mod segment;
 mod sync;
-
-#[cfg(test)]
-mod test_batches;
 
 pub use error::StorageError;
 pub use log::{AppendOrigin, BatchInfo, Log, LogAppendInfo, LogConfig};

@@ -172,7 +172,7 @@ pub(crate) fn record_timestamps(
 mod tests {
     use super::*;
     use crate::batch::parse_header;
-    use crate::test_batches::{batch, compressed_batch, TestRecord};
+    use crate::batch_builder::{batch, compressed_batch, NewRecord};
 
     #[test]
     fn varints_round_trip_kafka_examples() {
@@ -193,9 +193,9 @@ mod tests {
     #[test]
     fn walks_uncompressed_records() {
         let b = batch(&[
-            TestRecord::new(100, b"a", b"1"),
-            TestRecord::new(90, b"", b""),
-            TestRecord::new(130, b"c", b"333"),
+            NewRecord::new(100, b"a", b"1"),
+            NewRecord::new(90, b"", b""),
+            NewRecord::new(130, b"c", b"333"),
         ]);
         let metas: Vec<_> = RecordIter::new(&b[BATCH_HEADER_LEN..])
             .collect::<Result<_, _>>()
@@ -212,10 +212,7 @@ mod tests {
         for codec in 1..=4 {
             let b = compressed_batch(
                 codec,
-                &[
-                    TestRecord::new(5, b"a", b"x"),
-                    TestRecord::new(9, b"b", b"y"),
-                ],
+                &[NewRecord::new(5, b"a", b"x"), NewRecord::new(9, b"b", b"y")],
             );
             let h = parse_header(&b).expect("header");
             let ts = record_timestamps(&Bytes::from(b), &h).expect("timestamps");
@@ -225,7 +222,7 @@ mod tests {
 
     #[test]
     fn truncated_records_fail_without_panicking() {
-        let b = batch(&[TestRecord::new(1, b"key", b"value")]);
+        let b = batch(&[NewRecord::new(1, b"key", b"value")]);
         let records = &b[BATCH_HEADER_LEN..];
         for cut in 0..records.len() {
             let all: Vec<_> = RecordIter::new(&records[..cut]).collect();

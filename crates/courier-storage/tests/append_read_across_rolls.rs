@@ -2,20 +2,18 @@
 //! the offset comes back byte for byte, `max_bytes` and `max_offset` are honoured, and the
 //! sparse indexes written at each roll point at real batch starts.
 
-mod batch_builder;
-
-use batch_builder::{batch, TestRecord};
 use bytes::Bytes;
 use courier_storage::batch::{parse_header, validate_batches};
+use courier_storage::batch_builder::{batch, NewRecord};
 use courier_storage::{Log, LogConfig, StorageError};
 
 /// Appends `count` batches of varying shapes; returns `(base_offset, producer bytes)` per batch.
 fn fill(log: &mut Log, count: usize) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
     for i in 0..count {
-        let records: Vec<TestRecord> = (0..(i % 4 + 1))
+        let records: Vec<NewRecord> = (0..(i % 4 + 1))
             .map(|r| {
-                TestRecord::new(
+                NewRecord::new(
                     1_000 + (i * 10 + r) as i64,
                     b"k",
                     &vec![i as u8; 50 + i * 7],

@@ -2,13 +2,11 @@
 //! truncated to the last whole valid batch, missing or damaged index files are rebuilt, and a
 //! clean shutdown skips the scan. A crash is simulated by dropping the `Log` without `close`.
 
-mod batch_builder;
-
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
-use batch_builder::{batch, TestRecord};
 use bytes::Bytes;
+use courier_storage::batch_builder::{batch, NewRecord};
 use courier_storage::{Log, LogConfig};
 
 fn config() -> LogConfig {
@@ -21,8 +19,8 @@ fn config() -> LogConfig {
 
 fn one_batch(i: usize) -> Vec<u8> {
     batch(&[
-        TestRecord::new(10_000 + i as i64, b"key", &[i as u8; 90]),
-        TestRecord::new(10_001 + i as i64, b"", &[i as u8; 10]),
+        NewRecord::new(10_000 + i as i64, b"key", &[i as u8; 90]),
+        NewRecord::new(10_001 + i as i64, b"", &[i as u8; 10]),
     ])
 }
 

@@ -2,13 +2,11 @@
 //! active segment's tail, every offset below the log end offset reads back exactly the bytes
 //! appended for it, and a crash loses only the batches that were cut (nothing more).
 
-mod batch_builder;
-
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
-use batch_builder::{compressed_batch, TestRecord};
 use bytes::Bytes;
+use courier_storage::batch_builder::{compressed_batch, NewRecord};
 use courier_storage::{Log, LogConfig};
 use proptest::prelude::*;
 
@@ -100,8 +98,8 @@ proptest! {
                     let mut shapes = Vec::new();
                     for _ in 0..batches {
                         seq += 1;
-                        let recs: Vec<TestRecord> = (0..records)
-                            .map(|r| TestRecord::new(seq * 10 + r as i64, b"k", &vec![seq as u8; value_len]))
+                        let recs: Vec<NewRecord> = (0..records)
+                            .map(|r| NewRecord::new(seq * 10 + r as i64, b"k", &vec![seq as u8; value_len]))
                             .collect();
                         let bytes = compressed_batch(codec, &recs);
                         request.extend_from_slice(&bytes);

@@ -1,10 +1,8 @@
 //! Retention by time and size and `DeleteRecords` move the log start offset forward, delete
 //! only whole non-active segments, and survive a restart (the start offset is checkpointed).
 
-mod batch_builder;
-
-use batch_builder::{batch, TestRecord};
 use bytes::Bytes;
+use courier_storage::batch_builder::{batch, NewRecord};
 use courier_storage::{Log, LogConfig, StorageError};
 
 const BATCH_TS: i64 = 1_000_000;
@@ -22,7 +20,7 @@ fn config() -> LogConfig {
 
 /// Batch `i` holds one record with timestamp `BATCH_TS + 1000 * i`.
 fn one_batch(i: i64) -> Vec<u8> {
-    batch(&[TestRecord::new(BATCH_TS + 1_000 * i, b"k", &[7u8; 64])])
+    batch(&[NewRecord::new(BATCH_TS + 1_000 * i, b"k", &[7u8; 64])])
 }
 
 fn filled(dir: &std::path::Path, config: LogConfig, n: i64) -> Log {

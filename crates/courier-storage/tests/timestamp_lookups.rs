@@ -2,10 +2,8 @@
 //! uncompressed and compressed batches, across segment rolls, sparse time index entries,
 //! out-of-order record timestamps and a restart (sealed indexes loaded lazily).
 
-mod batch_builder;
-
-use batch_builder::{compressed_batch, TestRecord};
 use bytes::Bytes;
+use courier_storage::batch_builder::{compressed_batch, NewRecord};
 use courier_storage::{Log, LogConfig};
 
 /// Every record appended, as `(offset, timestamp)`.
@@ -28,13 +26,13 @@ fn fill(log: &mut Log, codec: u8) -> Oracle {
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     for b in 0..30i64 {
         let count = (b % 5 + 1) as usize;
-        let records: Vec<TestRecord> = (0..count)
+        let records: Vec<NewRecord> = (0..count)
             .map(|_| {
                 state = state
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let jitter = (state >> 33) as i64 % 700 - 350;
-                TestRecord::new(10_000 + b * 200 + jitter, b"key", &[b as u8; 120])
+                NewRecord::new(10_000 + b * 200 + jitter, b"key", &[b as u8; 120])
             })
             .collect();
         let info = log

@@ -1,10 +1,8 @@
 //! `validate_batches` is fed straight from the network: it must return an error, never panic,
 //! on arbitrary bytes and on damaged versions of valid batches.
 
-mod batch_builder;
-
-use batch_builder::{batch, compressed_batch, TestRecord};
 use courier_storage::batch::{parse_header, validate_batches};
+use courier_storage::batch_builder::{batch, compressed_batch, NewRecord};
 use proptest::prelude::*;
 
 proptest! {
@@ -24,8 +22,8 @@ proptest! {
         cut in any::<prop::sample::Index>(),
         fix_crc in any::<bool>(),
     ) {
-        let records: Vec<TestRecord> =
-            values.iter().enumerate().map(|(i, v)| TestRecord::new(i as i64, b"k", v)).collect();
+        let records: Vec<NewRecord> =
+            values.iter().enumerate().map(|(i, v)| NewRecord::new(i as i64, b"k", v)).collect();
         let mut bytes = compressed_batch(codec, &records);
         prop_assert!(validate_batches(&bytes, u32::MAX).is_ok());
         for (at, value) in &flips {
@@ -45,7 +43,7 @@ proptest! {
 
 #[test]
 fn uncompressed_record_damage_behind_a_good_crc_is_rejected() {
-    let mut bytes = batch(&[TestRecord::new(1, b"key", b"value")]);
+    let mut bytes = batch(&[NewRecord::new(1, b"key", b"value")]);
     // The first record's length varint sits right after the header; make it claim more.
     bytes[61] = 0x7e;
     let crc = crc32c::crc32c(&bytes[21..]);

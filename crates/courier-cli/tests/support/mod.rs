@@ -14,6 +14,17 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
+/// An uncompressed producer batch with these values (no keys), as a client would send it.
+pub fn batch(values: &[&str]) -> Bytes {
+    let records: Vec<courier_storage::batch_builder::NewRecord> = values
+        .iter()
+        .map(|v| {
+            courier_storage::batch_builder::NewRecord::new(1_700_000_000_000, b"", v.as_bytes())
+        })
+        .collect();
+    Bytes::from(courier_storage::batch_builder::batch(&records))
+}
+
 /// A `courier serve` child process.
 pub struct TestBroker {
     child: Option<Child>,

@@ -4,11 +4,11 @@ use bytes::Bytes;
 
 use super::*;
 use crate::batch::{validate_batches, CRC_POS};
-use crate::test_batches::{batch, TestRecord};
+use crate::batch_builder::{batch, NewRecord};
 
-fn records(n: usize, ts: i64, value_len: usize) -> Vec<TestRecord> {
+fn records(n: usize, ts: i64, value_len: usize) -> Vec<NewRecord> {
     (0..n)
-        .map(|i| TestRecord::new(ts + i as i64, b"key", &vec![b'v'; value_len]))
+        .map(|i| NewRecord::new(ts + i as i64, b"key", &vec![b'v'; value_len]))
         .collect()
 }
 

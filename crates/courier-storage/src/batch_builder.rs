@@ -1,7 +1,6 @@
-//! Builds producer-style v2 record batches for the black-box tests, through
-//! `kafka_protocol`'s encoder so the bytes are exactly what a real client library produces.
-
-#![allow(dead_code)]
+//! Builds producer-style v2 record batches through `kafka_protocol`'s encoder, so the bytes are
+//! exactly what a client library sends. Tests, benchmarks, fuzz seeds and tools that need to
+//! write records use this one builder.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
@@ -9,9 +8,9 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-/// One record to put in a test batch.
+/// One record to put in a batch.
 #[derive(Debug, Clone)]
-pub struct TestRecord {
+pub struct NewRecord {
     /// The record's (create) timestamp.
     pub timestamp: i64,
     /// Its key; empty means null.
@@ -20,10 +19,10 @@ pub struct TestRecord {
     pub value: Vec<u8>,
 }
 
-impl TestRecord {
+impl NewRecord {
     /// A record with the given timestamp, key and value.
     pub fn new(timestamp: i64, key: &[u8], value: &[u8]) -> Self {
-        TestRecord {
+        NewRecord {
             timestamp,
             key: key.to_vec(),
             value: value.to_vec(),
@@ -32,12 +31,16 @@ impl TestRecord {
 }
 
 /// An uncompressed batch holding `records`, base offset 0, as a producer sends it.
-pub fn batch(records: &[TestRecord]) -> Vec<u8> {
+pub fn batch(records: &[NewRecord]) -> Vec<u8> {
     compressed_batch(0, records)
 }
 
 /// A batch compressed with `codec` (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
-pub fn compressed_batch(codec: u8, records: &[TestRecord]) -> Vec<u8> {
+///
+/// # Panics
+/// If the encoder refuses the records, which it does only for sizes no batch can have
+/// (over 2 GiB); callers build these batches themselves, no client input reaches here.
+pub fn compressed_batch(codec: u8, records: &[NewRecord]) -> Vec<u8> {
     let compression = match codec {
         1 => Compression::Gzip,
         2 => Compression::Snappy,
@@ -74,6 +77,6 @@ pub fn compressed_batch(codec: u8, records: &[TestRecord]) -> Vec<u8> {
             compression,
         },
     )
-    .expect("encoding a test batch");
+    .expect("records fit a batch");
     buf.to_vec()
 }
