@@ -37,6 +37,12 @@ done
 
 cargo fuzz build -s "$sanitizer"
 failed=""
+# Inputs that once crashed a target must keep passing.
+for dir in regressions/*/; do
+    t=$(basename "$dir")
+    echo "=== replaying $dir ==="
+    cargo fuzz run -s "$sanitizer" "$t" "$dir"* -- -malloc_limit_mb=512 -rss_limit_mb=4096 || failed="$failed $t(regression)"
+done
 for t in $targets; do
     echo "=== fuzzing $t for ${secs}s (sanitizer: $sanitizer) ==="
     extra=()

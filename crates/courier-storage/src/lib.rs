@@ -41,6 +41,7 @@
 pub mod batch;
 pub mod batch_builder;
 pub mod checkpoint;
+mod decompress;
 mod error;
 mod index;
 mod log;

@@ -2,13 +2,12 @@
 //! per-record `(offset, timestamp)` view that timestamp lookups need.
 //!
 //! Appends never look inside records beyond validation; only `ListOffsets` by timestamp does,
-//! and then for at most a couple of batches, so decompressing through `kafka_protocol` there is
-//! cheap enough.
+//! for at most a couple of batches, decompressing them with a bound ([`crate::decompress`]).
 
 use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::batch::{BatchHeader, BATCH_HEADER_LEN};
+use crate::decompress::{decompress, MAX_DECOMPRESSED_BYTES};
 
 /// What the walker learns about one record without copying it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,30 +134,39 @@ impl Iterator for RecordIter<'_> {
 }
 
 /// `(offset, timestamp)` of every record in one whole batch, in order. Under `LogAppendTime`
-/// every record carries the batch's `max_timestamp`. Compressed batches are decompressed.
+/// every record carries the batch's `max_timestamp`. Compressed batches are decompressed up to
+/// [`MAX_DECOMPRESSED_BYTES`]; a batch that cannot be (a bomb, or data the producer corrupted
+/// before computing the CRC) answers at batch granularity: its base offset with its
+/// `max_timestamp`, and a warning in the log.
 pub(crate) fn record_timestamps(
     batch: &Bytes,
     header: &BatchHeader,
 ) -> Result<Vec<(u64, i64)>, String> {
     let base = u64::try_from(header.base_offset).map_err(|_| "negative base offset")?;
-    let mut out = Vec::new();
-    if header.compression() == 0 {
-        let records = batch
-            .get(BATCH_HEADER_LEN..)
-            .ok_or("batch shorter than its header")?;
-        for record in RecordIter::new(records) {
-            let record = record.map_err(str::to_string)?;
-            let delta = u64::try_from(record.offset_delta).map_err(|_| "negative offset delta")?;
-            let ts = header.base_timestamp.wrapping_add(record.timestamp_delta);
-            out.push((base + delta, ts));
-        }
+    let section = batch
+        .get(BATCH_HEADER_LEN..)
+        .ok_or("batch shorter than its header")?;
+    let decompressed;
+    let records = if header.compression() == 0 {
+        section
     } else {
-        let mut buf = batch.clone();
-        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
-        for record in set.records {
-            let offset = u64::try_from(record.offset).map_err(|_| "negative record offset")?;
-            out.push((offset, record.timestamp));
+        match decompress(header.compression(), section, MAX_DECOMPRESSED_BYTES) {
+            Ok(bytes) => {
+                decompressed = bytes;
+                &decompressed[..]
+            }
+            Err(reason) => {
+                tracing::warn!(base_offset = base, %reason, "cannot look inside a compressed batch; answering at batch granularity");
+                return Ok(vec![(base, header.max_timestamp)]);
+            }
         }
+    };
+    let mut out = Vec::new();
+    for record in RecordIter::new(records) {
+        let record = record.map_err(str::to_string)?;
+        let delta = u64::try_from(record.offset_delta).map_err(|_| "negative offset delta")?;
+        let ts = header.base_timestamp.wrapping_add(record.timestamp_delta);
+        out.push((base.saturating_add(delta), ts));
     }
     if header.is_log_append_time() {
         for entry in &mut out {

@@ -10,6 +10,9 @@ use anyhow::{bail, Result};
 use std::convert::TryFrom;
 use std::string::String as StdString;
 
+/// Courier patch: most array elements reserved up front while decoding.
+const PREALLOCATE_MAX: usize = 1024;
+
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
         impl Encoder<$t> for $e {
@@ -990,7 +993,9 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
                 if n as usize > buf.remaining() {
                     bail!("Array length {n} exceeds the {} bytes remaining", buf.remaining());
                 }
-                let mut result = Vec::with_capacity(n as usize);
+                // Courier patch: reserve a bounded amount and let the Vec grow with what decodes;
+                // an element may be 100+ bytes in memory per byte on the wire.
+                let mut result = Vec::with_capacity((n as usize).min(PREALLOCATE_MAX));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1102,7 +1107,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
                 if (n - 1) as usize > buf.remaining() {
                     bail!("Array length {} exceeds the {} bytes remaining", n - 1, buf.remaining());
                 }
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                let mut result = Vec::with_capacity(((n - 1) as usize).min(PREALLOCATE_MAX));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
