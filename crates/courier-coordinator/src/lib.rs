@@ -1,0 +1,16 @@
+//! Coordinators as plain state machines: requests and the current time in, responses and the
+//! records to persist out. No sockets, no disks, no clocks, no randomness; the broker crate
+//! runs them, persists what they ask for and delivers what they answer.
+//!
+//! - [`group`]: the classic consumer-group protocol (JoinGroup, SyncGroup, Heartbeat,
+//!   LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups,
+//!   OffsetDelete), with generations, session and rebalance timeouts, static membership and
+//!   protocol selection.
+//! - [`offset_record`]: the records the group coordinator asks to persist (committed offsets and
+//!   their tombstones), and their byte encoding in the internal offsets log.
+
+pub mod error;
+pub mod group;
+pub mod offset_record;
+
+pub use error::CoordinatorError;
