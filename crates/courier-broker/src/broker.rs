@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::fetch_session::FetchSessionCache;
+use crate::groups::GroupService;
 use crate::now_ms;
 use crate::topic_config::TopicConfig;
 use crate::topics::{write_durably, Topic, TopicRegistry};
@@ -22,6 +23,8 @@ pub struct Broker {
     pub cluster_id: String,
     /// All topics.
     pub topics: TopicRegistry,
+    /// Consumer groups and their committed offsets.
+    pub groups: Arc<GroupService>,
     /// KIP-227 fetch sessions.
     fetch_sessions: Mutex<FetchSessionCache>,
     /// Bumped whenever any partition's high watermark moves; long-polling fetches wait on it.
@@ -47,6 +50,11 @@ impl Broker {
         let started = std::time::Instant::now();
         let topics =
             TopicRegistry::load(&dir, config.topic_defaults.clone(), Arc::clone(&hw_changed))?;
+        let groups = GroupService::open(
+            &dir.join("meta"),
+            config.group.clone(),
+            Arc::clone(&hw_changed),
+        )?;
         let partitions: usize = topics
             .list()
             .iter()
@@ -64,6 +72,7 @@ impl Broker {
             config,
             cluster_id,
             topics,
+            groups,
             hw_changed,
             _lock: lock,
         }))
@@ -140,6 +149,9 @@ impl Broker {
     /// Closes every partition cleanly so the next start skips recovery.
     pub fn shutdown(&self) {
         self.topics.close_all();
+        if let Err(e) = self.groups.close() {
+            tracing::error!(error = %e, "closing the offsets log failed; the next start will recover it");
+        }
         tracing::info!("storage closed cleanly");
     }
 }

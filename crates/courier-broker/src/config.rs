@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use courier_coordinator::group::GroupConfig;
+
 use crate::topic_config::TopicDefaults;
 
 /// Everything the broker needs to know about itself.
@@ -32,6 +34,8 @@ pub struct BrokerConfig {
     pub max_fetch_sessions: usize,
     /// Cluster id reported in Metadata; generated once and persisted in the data dir.
     pub cluster_id: Option<String>,
+    /// Consumer-group limits and timings (group.* settings).
+    pub group: GroupConfig,
 }
 
 impl Default for BrokerConfig {
@@ -49,6 +53,7 @@ impl Default for BrokerConfig {
             retention_check_interval_ms: 300_000,
             max_fetch_sessions: 1000,
             cluster_id: None,
+            group: GroupConfig::default(),
         }
     }
 }

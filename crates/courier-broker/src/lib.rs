@@ -9,6 +9,9 @@
 //!   the high watermark is the offset up to which the log is fsynced.
 //! - [`topic_config`] knows Kafka's topic config names, their defaults and their validation.
 //! - [`fetch_session`] is the KIP-227 fetch session cache, a plain state machine.
+//! - [`groups::GroupService`] runs the consumer-group coordinator (a state machine in
+//!   `courier-coordinator`): it delivers its answers, drives its timers and keeps committed
+//!   offsets in a durable internal log.
 //!
 //! Nothing here touches sockets; the server crate turns Kafka requests into calls on these types.
 
@@ -16,6 +19,7 @@ pub mod broker;
 pub mod config;
 pub mod error;
 pub mod fetch_session;
+pub mod groups;
 pub mod partition;
 pub mod topic_config;
 pub mod topic_name;

@@ -66,6 +66,12 @@ impl Partition {
     ) -> Result<Arc<Self>, BrokerError> {
         let (log, report) = Log::open(dir, config, now_ms())?;
         log_recovery(&topic, index, &report);
+        if !report.clean_shutdown {
+            // What survived a crash may be only in the page cache. Sync it before it becomes
+            // visible below the high watermark, or a later power loss could take back records
+            // consumers have already read.
+            log.sync_target().sync()?;
+        }
         let leo = log.log_end_offset();
         let (high_watermark, _) = watch::channel(leo);
         let partition = Arc::new(Self {

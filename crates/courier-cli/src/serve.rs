@@ -66,6 +66,16 @@ pub struct ServeArgs {
     /// producer waits. Consumers see records once fsynced. [default: 0]
     #[arg(long, env = "COURIER_FLUSH_MS")]
     flush_ms: Option<i64>,
+    /// How long the first rebalance of an empty group waits for more members
+    /// (group.initial.rebalance.delay.ms). [default: 3000]
+    #[arg(long, env = "COURIER_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    group_initial_rebalance_delay_ms: Option<i64>,
+    /// Smallest session.timeout.ms a consumer may ask for. [default: 6000]
+    #[arg(long, env = "COURIER_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    group_min_session_timeout_ms: Option<i32>,
+    /// Largest session.timeout.ms a consumer may ask for. [default: 1800000]
+    #[arg(long, env = "COURIER_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    group_max_session_timeout_ms: Option<i32>,
     /// How often retention runs, in ms. [default: 300000]
     #[arg(long, env = "COURIER_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
@@ -120,6 +130,33 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Resolved> {
         .or(f.retention_check_interval_ms)
     {
         broker.retention_check_interval_ms = v;
+    }
+    if let Some(v) = a
+        .group_initial_rebalance_delay_ms
+        .or(f.group_initial_rebalance_delay_ms)
+    {
+        anyhow::ensure!(
+            v >= 0,
+            "--group-initial-rebalance-delay-ms must be 0 or more"
+        );
+        broker.group.initial_rebalance_delay_ms = v;
+    }
+    if let Some(v) = a
+        .group_min_session_timeout_ms
+        .or(f.group_min_session_timeout_ms)
+    {
+        anyhow::ensure!(v >= 1, "--group-min-session-timeout-ms must be at least 1");
+        broker.group.min_session_timeout_ms = v;
+    }
+    if let Some(v) = a
+        .group_max_session_timeout_ms
+        .or(f.group_max_session_timeout_ms)
+    {
+        anyhow::ensure!(
+            v >= broker.group.min_session_timeout_ms,
+            "--group-max-session-timeout-ms must be at least the minimum"
+        );
+        broker.group.max_session_timeout_ms = v;
     }
     let log = &mut broker.topic_defaults.log;
     if let Some(v) = a.segment_bytes.or(f.segment_bytes) {

@@ -27,6 +27,9 @@ pub struct FileSettings {
     pub max_message_bytes: Option<u32>,
     pub flush_ms: Option<i64>,
     pub retention_check_interval_ms: Option<u64>,
+    pub group_initial_rebalance_delay_ms: Option<i64>,
+    pub group_min_session_timeout_ms: Option<i32>,
+    pub group_max_session_timeout_ms: Option<i32>,
 }
 
 /// Reads and parses the file; unknown keys are an error so typos do not pass silently.

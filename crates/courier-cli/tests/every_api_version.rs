@@ -21,7 +21,7 @@ fn versions<R: Request>() -> std::ops::RangeInclusive<i16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_served_version_of_every_api_answers() {
-    let broker = TestBroker::start();
+    let broker = TestBroker::start_with(&["--group-initial-rebalance-delay-ms", "0"]);
     create_topic(&broker.bootstrap(), "v", 1).await;
     let mut c = RawClient::connect(&broker.addr);
     let md = c.call(12, &MetadataRequest::default().with_topics(None));
@@ -162,6 +162,165 @@ async fn every_served_version_of_every_api_answers() {
         assert_eq!(
             r.topics[0].partitions[0].error_code, 0,
             "DeleteRecords v{v}"
+        );
+    }
+    for v in versions::<FindCoordinatorRequest>() {
+        let req = if v >= 4 {
+            FindCoordinatorRequest::default()
+                .with_coordinator_keys(vec![StrBytes::from_static_str("g")])
+        } else {
+            FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"))
+        };
+        let r = c.call(v, &req);
+        let code = if v >= 4 {
+            r.coordinators[0].error_code
+        } else {
+            r.error_code
+        };
+        assert_eq!(code, 0, "FindCoordinator v{v}");
+    }
+    for v in versions::<JoinGroupRequest>() {
+        let group = GroupId(StrBytes::from_string(format!("group-v{v}")));
+        let protocol = join_group_request::JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(bytes::Bytes::from_static(b"\0\0"));
+        let join = |member: &str| {
+            JoinGroupRequest::default()
+                .with_group_id(group.clone())
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(if v >= 1 { 10_000 } else { -1 })
+                .with_member_id(StrBytes::from_string(member.to_string()))
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![protocol.clone()])
+        };
+        let mut r = c.call(v, &join(""));
+        if v >= 4 {
+            assert_eq!(r.error_code, 79, "JoinGroup v{v}: MEMBER_ID_REQUIRED first");
+            let member = r.member_id.to_string();
+            r = c.call(v, &join(&member));
+        }
+        assert_eq!(r.error_code, 0, "JoinGroup v{v}");
+        let member = r.member_id.clone();
+        let generation = r.generation_id;
+        for sv in versions::<SyncGroupRequest>() {
+            let mut req = SyncGroupRequest::default()
+                .with_group_id(group.clone())
+                .with_generation_id(generation)
+                .with_member_id(member.clone())
+                .with_assignments(vec![
+                    sync_group_request::SyncGroupRequestAssignment::default()
+                        .with_member_id(member.clone())
+                        .with_assignment(bytes::Bytes::from_static(b"a")),
+                ]);
+            if sv >= 5 {
+                req.protocol_type = Some(StrBytes::from_static_str("consumer"));
+                req.protocol_name = Some(StrBytes::from_static_str("range"));
+            }
+            let r = c.call(sv, &req);
+            assert_eq!(r.error_code, 0, "SyncGroup v{sv}");
+        }
+        for hv in versions::<HeartbeatRequest>() {
+            let r = c.call(
+                hv,
+                &HeartbeatRequest::default()
+                    .with_group_id(group.clone())
+                    .with_generation_id(generation)
+                    .with_member_id(member.clone()),
+            );
+            assert_eq!(r.error_code, 0, "Heartbeat v{hv}");
+        }
+        for ov in versions::<OffsetCommitRequest>() {
+            let t = offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name("v"))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_committed_offset(i64::from(ov)),
+                ]);
+            let r = c.call(
+                ov,
+                &OffsetCommitRequest::default()
+                    .with_group_id(group.clone())
+                    .with_generation_id_or_member_epoch(generation)
+                    .with_member_id(member.clone())
+                    .with_topics(vec![t]),
+            );
+            assert_eq!(
+                r.topics[0].partitions[0].error_code, 0,
+                "OffsetCommit v{ov}"
+            );
+        }
+        for fv in versions::<OffsetFetchRequest>() {
+            let r = if fv >= 8 {
+                let g = offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(group.clone())
+                    .with_topics(None);
+                let r = c.call(fv, &OffsetFetchRequest::default().with_groups(vec![g]));
+                r.groups[0].topics[0].partitions[0].committed_offset
+            } else {
+                let t = offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(name("v"))
+                    .with_partition_indexes(vec![0]);
+                let r = c.call(
+                    fv,
+                    &OffsetFetchRequest::default()
+                        .with_group_id(group.clone())
+                        .with_topics(Some(vec![t])),
+                );
+                r.topics[0].partitions[0].committed_offset
+            };
+            assert_eq!(
+                r,
+                i64::from(versions::<OffsetCommitRequest>().max().unwrap_or(0)),
+                "OffsetFetch v{fv}"
+            );
+        }
+        for lv in versions::<ListGroupsRequest>() {
+            let r = c.call(lv, &ListGroupsRequest::default());
+            assert!(
+                r.groups.iter().any(|g| g.group_id == group),
+                "ListGroups v{lv}"
+            );
+        }
+        for dv in versions::<DescribeGroupsRequest>() {
+            let r = c.call(
+                dv,
+                &DescribeGroupsRequest::default().with_groups(vec![group.clone()]),
+            );
+            assert_eq!(r.groups[0].members.len(), 1, "DescribeGroups v{dv}");
+        }
+        let leave = if v >= 3 {
+            LeaveGroupRequest::default()
+                .with_group_id(group.clone())
+                .with_members(vec![
+                    leave_group_request::MemberIdentity::default().with_member_id(member.clone())
+                ])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(group.clone())
+                .with_member_id(member.clone())
+        };
+        let lv = v.min(*versions::<LeaveGroupRequest>().end());
+        let r = c.call(lv, &leave);
+        assert_eq!(r.error_code, 0, "LeaveGroup v{lv}");
+        let dv = v.min(*versions::<DeleteGroupsRequest>().end());
+        let r = c.call(
+            dv,
+            &DeleteGroupsRequest::default().with_groups_names(vec![group.clone()]),
+        );
+        assert_eq!(r.results[0].error_code, 0, "DeleteGroups v{dv}");
+        let od = OffsetDeleteRequest::default()
+            .with_group_id(group.clone())
+            .with_topics(vec![
+                offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(name("v"))
+                    .with_partitions(vec![
+                        offset_delete_request::OffsetDeleteRequestPartition::default(),
+                    ]),
+            ]);
+        let r = c.call(0, &od);
+        assert_eq!(
+            r.error_code, 69,
+            "OffsetDelete on a deleted group: GROUP_ID_NOT_FOUND"
         );
     }
     for v in versions::<DeleteTopicsRequest>() {

@@ -13,7 +13,51 @@ fn range<Req: Message, Resp: Message>(min: i16, max: i16) -> VersionRange {
 
 /// Every API Courier serves, with its version range, in API key order.
 pub fn supported_apis() -> Vec<(ApiKey, VersionRange)> {
-    vec![
+    let mut apis = vec![
+        (
+            ApiKey::OffsetCommit,
+            range::<OffsetCommitRequest, OffsetCommitResponse>(2, i16::MAX),
+        ),
+        (
+            ApiKey::OffsetFetch,
+            range::<OffsetFetchRequest, OffsetFetchResponse>(1, i16::MAX),
+        ),
+        (
+            ApiKey::FindCoordinator,
+            range::<FindCoordinatorRequest, FindCoordinatorResponse>(0, i16::MAX),
+        ),
+        (
+            ApiKey::JoinGroup,
+            range::<JoinGroupRequest, JoinGroupResponse>(0, i16::MAX),
+        ),
+        (
+            ApiKey::Heartbeat,
+            range::<HeartbeatRequest, HeartbeatResponse>(0, i16::MAX),
+        ),
+        (
+            ApiKey::LeaveGroup,
+            range::<LeaveGroupRequest, LeaveGroupResponse>(0, i16::MAX),
+        ),
+        (
+            ApiKey::SyncGroup,
+            range::<SyncGroupRequest, SyncGroupResponse>(0, i16::MAX),
+        ),
+        (
+            ApiKey::DescribeGroups,
+            range::<DescribeGroupsRequest, DescribeGroupsResponse>(0, i16::MAX),
+        ),
+        (
+            ApiKey::ListGroups,
+            range::<ListGroupsRequest, ListGroupsResponse>(0, i16::MAX),
+        ),
+        (
+            ApiKey::DeleteGroups,
+            range::<DeleteGroupsRequest, DeleteGroupsResponse>(0, i16::MAX),
+        ),
+        (
+            ApiKey::OffsetDelete,
+            range::<OffsetDeleteRequest, OffsetDeleteResponse>(0, i16::MAX),
+        ),
         (
             ApiKey::Produce,
             range::<ProduceRequest, ProduceResponse>(3, i16::MAX),
@@ -62,7 +106,9 @@ pub fn supported_apis() -> Vec<(ApiKey, VersionRange)> {
             ApiKey::IncrementalAlterConfigs,
             range::<IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse>(0, i16::MAX),
         ),
-    ]
+    ];
+    apis.sort_by_key(|(key, _)| *key as i16);
+    apis
 }
 
 /// The version range served for `api_key`, or `None` when Courier does not serve it.

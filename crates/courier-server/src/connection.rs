@@ -101,7 +101,7 @@ async fn read_loop(
                 let api_key = req.api_key;
                 let api_version = req.header.request_api_version;
                 let correlation_id = req.header.correlation_id;
-                let reply = router::route(ctx, req).instrument(span).await;
+                let reply = router::route(ctx, req, peer).instrument(span).await;
                 Pending {
                     api_key,
                     api_version,

@@ -1,6 +1,7 @@
 //! The one place where Courier's errors become Kafka error codes.
 
 use courier_broker::BrokerError;
+use courier_coordinator::CoordinatorError;
 use courier_storage::StorageError;
 use kafka_protocol::error::ResponseError;
 
@@ -35,6 +36,31 @@ pub fn broker(e: &BrokerError) -> ResponseError {
         }
         BrokerError::ShuttingDown => ResponseError::NotLeaderOrFollower,
     }
+}
+
+/// The Kafka error code for a coordinator refusal.
+pub fn coordinator(e: &CoordinatorError) -> i16 {
+    let err = match e {
+        CoordinatorError::UnknownMemberId => ResponseError::UnknownMemberId,
+        CoordinatorError::IllegalGeneration => ResponseError::IllegalGeneration,
+        CoordinatorError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        CoordinatorError::MemberIdRequired => ResponseError::MemberIdRequired,
+        CoordinatorError::FencedInstanceId => ResponseError::FencedInstanceId,
+        CoordinatorError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        CoordinatorError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        CoordinatorError::InvalidGroupId => ResponseError::InvalidGroupId,
+        CoordinatorError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        CoordinatorError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        CoordinatorError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+        CoordinatorError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        CoordinatorError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+    };
+    err.code()
+}
+
+/// A coordinator outcome as a code: 0 for success.
+pub fn coordinator_outcome(e: Option<&CoordinatorError>) -> i16 {
+    e.map(coordinator).unwrap_or(0)
 }
 
 /// The numeric code for a broker failure, logging unexpected ones.

@@ -10,7 +10,7 @@ use crate::listener::Context;
 use crate::reply::Reply;
 
 /// Sends a decoded request to its handler.
-pub async fn route(ctx: &Arc<Context>, req: DecodedRequest) -> Reply {
+pub async fn route(ctx: &Arc<Context>, req: DecodedRequest, peer: std::net::SocketAddr) -> Reply {
     let version = req.header.request_api_version;
     match req.body {
         RequestKind::ApiVersions(r) => {
@@ -43,6 +43,35 @@ pub async fn route(ctx: &Arc<Context>, req: DecodedRequest) -> Reply {
             Reply::now(ResponseKind::AlterConfigs(alter_configs::handle(ctx, r)))
         }
         RequestKind::DeleteRecords(r) => delete_records::handle(ctx, r),
+        RequestKind::FindCoordinator(r) => Reply::now(ResponseKind::FindCoordinator(
+            find_coordinator::handle(ctx, version, r),
+        )),
+        RequestKind::JoinGroup(r) => {
+            let client_id = req
+                .header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            join_group::handle(ctx, version, client_id, peer, r)
+        }
+        RequestKind::SyncGroup(r) => sync_group::handle(ctx, version, r),
+        RequestKind::Heartbeat(r) => Reply::now(ResponseKind::Heartbeat(heartbeat::handle(ctx, r))),
+        RequestKind::LeaveGroup(r) => Reply::now(ResponseKind::LeaveGroup(leave_group::handle(
+            ctx, version, r,
+        ))),
+        RequestKind::OffsetCommit(r) => offset_commit::handle(ctx, r),
+        RequestKind::OffsetFetch(r) => Reply::now(ResponseKind::OffsetFetch(offset_fetch::handle(
+            ctx, version, r,
+        ))),
+        RequestKind::ListGroups(r) => Reply::now(ResponseKind::ListGroups(list_groups::handle(
+            ctx, version, r,
+        ))),
+        RequestKind::DescribeGroups(r) => Reply::now(ResponseKind::DescribeGroups(
+            describe_groups::handle(ctx, version, r),
+        )),
+        RequestKind::DeleteGroups(r) => delete_groups::handle(ctx, r),
+        RequestKind::OffsetDelete(r) => offset_delete::handle(ctx, r),
         other => {
             // decode_request only yields the APIs listed in courier_protocol::versions, each of
             // which has an arm above; reaching this is a bug, reported instead of panicking.
