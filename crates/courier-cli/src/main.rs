@@ -3,8 +3,10 @@
 mod admin;
 mod bench;
 mod embedded;
+mod groups;
 mod serve;
 mod settings;
+mod topics;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +28,12 @@ enum Command {
     /// Measure the broker through a real Kafka client.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Administer consumer groups.
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
+    /// Administer topics.
+    #[command(subcommand)]
+    Topics(topics::TopicsCommand),
 }
 
 fn init_logging(level: &str) {
@@ -44,6 +52,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Groups(cmd) => groups::run(cmd),
+        Command::Topics(cmd) => topics::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
