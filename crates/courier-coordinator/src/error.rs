@@ -41,6 +41,15 @@ pub enum CoordinatorError {
     /// OffsetDelete on a topic the group's members subscribe to.
     #[error("group is subscribed to the topic")]
     GroupSubscribedToTopic,
+    /// A consumer-protocol heartbeat with an epoch other than the member's.
+    #[error("fenced member epoch")]
+    FencedMemberEpoch,
+    /// A commit from a consumer-protocol member with an outdated epoch.
+    #[error("stale member epoch")]
+    StaleMemberEpoch,
+    /// A request missing something the protocol requires (a joining member's subscription).
+    #[error("invalid request")]
+    InvalidRequest,
     /// Commit metadata longer than allowed.
     #[error("offset metadata too large")]
     OffsetMetadataTooLarge,

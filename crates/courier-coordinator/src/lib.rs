@@ -6,9 +6,12 @@
 //!   LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups,
 //!   OffsetDelete), with generations, session and rebalance timeouts, static membership and
 //!   protocol selection.
+//! - [`consumer`]: the KIP-848 consumer protocol (ConsumerGroupHeartbeat) with server-side
+//!   `uniform` and `range` assignors and revoke-before-assign reconciliation.
 //! - [`offset_record`]: the records the group coordinator asks to persist (committed offsets and
 //!   their tombstones), and their byte encoding in the internal offsets log.
 
+pub mod consumer;
 pub mod error;
 pub mod group;
 pub mod offset_record;
