@@ -53,6 +53,7 @@ impl Broker {
         let groups = GroupService::open(
             &dir.join("meta"),
             config.group.clone(),
+            config.consumer_group.clone(),
             Arc::clone(&hw_changed),
         )?;
         let partitions: usize = topics
@@ -114,6 +115,20 @@ impl Broker {
         }
     }
 
+    /// Topic names to (id, partition count), what the consumer-group assignors work from.
+    pub fn topics_view(&self) -> courier_coordinator::consumer::TopicsView {
+        self.topics
+            .list()
+            .iter()
+            .map(|t| {
+                (
+                    t.name.to_string(),
+                    (t.topic_id.as_u128(), t.partition_count()),
+                )
+            })
+            .collect()
+    }
+
     /// Runs retention on every partition now.
     pub fn enforce_retention(&self) {
         let now = now_ms();
@@ -130,8 +145,20 @@ impl Broker {
         }
     }
 
-    /// Starts the periodic retention task.
+    /// Starts the periodic retention task and the consumer-group timer.
     pub fn start_background_tasks(self: &Arc<Self>) {
+        let weak_groups = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let Some(broker) = weak_groups.upgrade() else {
+                    return;
+                };
+                let view = broker.topics_view();
+                broker.groups.consumer_tick(&view);
+            }
+        });
         let weak = Arc::downgrade(self);
         let every = Duration::from_millis(self.config.retention_check_interval_ms.max(100));
         tokio::spawn(async move {

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use courier_coordinator::consumer::ConsumerConfig;
 use courier_coordinator::group::GroupConfig;
 
 use crate::topic_config::TopicDefaults;
@@ -36,6 +37,8 @@ pub struct BrokerConfig {
     pub cluster_id: Option<String>,
     /// Consumer-group limits and timings (group.* settings).
     pub group: GroupConfig,
+    /// KIP-848 consumer-protocol settings (group.consumer.* settings).
+    pub consumer_group: ConsumerConfig,
 }
 
 impl Default for BrokerConfig {
@@ -54,6 +57,7 @@ impl Default for BrokerConfig {
             max_fetch_sessions: 1000,
             cluster_id: None,
             group: GroupConfig::default(),
+            consumer_group: ConsumerConfig::default(),
         }
     }
 }

@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use courier_coordinator::consumer::{
+    ConsumerConfig, ConsumerGroups, GroupView, Heartbeat, HeartbeatResponse, TopicsView,
+};
 use courier_coordinator::group::{
     CommitRequest, Effect, GroupConfig, GroupCoordinator, JoinRequest, JoinResult, LeaveOutcome,
     LeavingMember, PartitionResults, SyncRequest, SyncResult, Token,
@@ -43,6 +46,8 @@ enum Waiter {
 /// that append order and apply order are the same.
 struct Inner {
     coordinator: GroupCoordinator,
+    /// KIP-848 consumer-protocol groups (their offsets live in `coordinator` too).
+    consumer: ConsumerGroups,
     /// (log end offset after the append, records), oldest first.
     unapplied: VecDeque<(u64, Vec<OffsetRecord>)>,
 }
@@ -63,6 +68,7 @@ impl GroupService {
     pub fn open(
         meta_dir: &Path,
         config: GroupConfig,
+        consumer_config: ConsumerConfig,
         hw_changed: Arc<watch::Sender<u64>>,
     ) -> Result<Arc<Self>, BrokerError> {
         let dir = meta_dir.join("__consumer_offsets");
@@ -81,11 +87,13 @@ impl GroupService {
             hw_changed,
         )?;
         let incarnation = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-        let mut coordinator = GroupCoordinator::new(config, incarnation);
+        let mut coordinator = GroupCoordinator::new(config, incarnation.clone());
+        let consumer = ConsumerGroups::new(consumer_config, incarnation);
         let (live, total) = replay(&log, &mut coordinator)?;
         let service = Arc::new(Self {
             inner: Mutex::new(Inner {
                 coordinator,
+                consumer,
                 unapplied: VecDeque::new(),
             }),
             waiters: Mutex::new(HashMap::new()),
@@ -143,7 +151,27 @@ impl GroupService {
             .unwrap_or_else(|p| p.into_inner())
             .insert(token, Waiter::Join(tx));
         let member_id = req.member_id.clone();
-        let effects = self.lock().coordinator.join(token, req, now_ms());
+        let effects = {
+            let mut inner = self.lock();
+            if inner.consumer.has_members(&req.group_id) {
+                // The id belongs to a KIP-848 consumer group.
+                vec![Effect::Join(
+                    token,
+                    JoinResult {
+                        error: Some(CoordinatorError::InconsistentGroupProtocol),
+                        generation_id: -1,
+                        protocol_type: None,
+                        protocol_name: None,
+                        leader: String::new(),
+                        member_id: member_id.clone(),
+                        members: Vec::new(),
+                        skip_assignment: false,
+                    },
+                )]
+            } else {
+                inner.coordinator.join(token, req, now_ms())
+            }
+        };
         self.deliver(effects);
         self.timer.notify_one();
         rx.await.unwrap_or_else(|_| JoinResult {
@@ -175,6 +203,42 @@ impl GroupService {
             protocol_name: None,
             assignment: Bytes::new(),
         })
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848). `topics` is the current topic metadata.
+    pub fn consumer_heartbeat(
+        &self,
+        req: Heartbeat,
+        topics: &TopicsView,
+    ) -> Result<HeartbeatResponse, CoordinatorError> {
+        let mut inner = self.lock();
+        if inner
+            .coordinator
+            .group_state(&req.group_id)
+            .is_some_and(|s| s != courier_coordinator::group::GroupState::Empty)
+        {
+            // A classic group with members owns the id.
+            return Err(CoordinatorError::InconsistentGroupProtocol);
+        }
+        let r = inner.consumer.heartbeat(req, topics, now_ms());
+        drop(inner);
+        self.timer.notify_one();
+        r
+    }
+
+    /// ConsumerGroupDescribe.
+    pub fn consumer_describe(&self, group_id: &str) -> Option<GroupView> {
+        self.lock().consumer.describe(group_id)
+    }
+
+    /// Consumer-protocol groups with their states, for ListGroups.
+    pub fn consumer_groups(&self) -> Vec<(String, &'static str)> {
+        self.lock().consumer.group_ids()
+    }
+
+    /// Runs consumer-group timers with fresh topic metadata (called by the broker's tick).
+    pub fn consumer_tick(&self, topics: &TopicsView) {
+        self.lock().consumer.tick(topics, now_ms());
     }
 
     /// Heartbeat.
@@ -236,7 +300,23 @@ impl GroupService {
     pub async fn commit(&self, req: CommitRequest) -> Result<PartitionResults, BrokerError> {
         let (end, results) = {
             let mut inner = self.lock();
-            let plan = match inner.coordinator.prepare_commit(&req, now_ms()) {
+            let consumer_member =
+                !req.member_id.is_empty() && inner.consumer.has_members(&req.group_id);
+            if consumer_member {
+                if let Err(e) =
+                    inner
+                        .consumer
+                        .validate_commit(&req.group_id, &req.member_id, req.generation_id)
+                {
+                    return Ok(whole_request_error(&req, e));
+                }
+            }
+            let prepared = if consumer_member {
+                inner.coordinator.prepare_commit_unchecked(&req, now_ms())
+            } else {
+                inner.coordinator.prepare_commit(&req, now_ms())
+            };
+            let plan = match prepared {
                 Ok(plan) => plan,
                 Err(e) => return Ok(whole_request_error(&req, e)),
             };

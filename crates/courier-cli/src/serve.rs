@@ -76,6 +76,13 @@ pub struct ServeArgs {
     /// Largest session.timeout.ms a consumer may ask for. [default: 1800000]
     #[arg(long, env = "COURIER_GROUP_MAX_SESSION_TIMEOUT_MS")]
     group_max_session_timeout_ms: Option<i32>,
+    /// Heartbeat interval told to KIP-848 consumers (group.consumer.heartbeat.interval.ms).
+    /// [default: 5000]
+    #[arg(long, env = "COURIER_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
+    group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// Session timeout of KIP-848 consumers (group.consumer.session.timeout.ms). [default: 45000]
+    #[arg(long, env = "COURIER_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
+    group_consumer_session_timeout_ms: Option<i64>,
     /// How often retention runs, in ms. [default: 300000]
     #[arg(long, env = "COURIER_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
@@ -157,6 +164,26 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Resolved> {
             "--group-max-session-timeout-ms must be at least the minimum"
         );
         broker.group.max_session_timeout_ms = v;
+    }
+    if let Some(v) = a
+        .group_consumer_heartbeat_interval_ms
+        .or(f.group_consumer_heartbeat_interval_ms)
+    {
+        anyhow::ensure!(
+            v >= 1,
+            "--group-consumer-heartbeat-interval-ms must be at least 1"
+        );
+        broker.consumer_group.heartbeat_interval_ms = v;
+    }
+    if let Some(v) = a
+        .group_consumer_session_timeout_ms
+        .or(f.group_consumer_session_timeout_ms)
+    {
+        anyhow::ensure!(
+            v > i64::from(broker.consumer_group.heartbeat_interval_ms),
+            "--group-consumer-session-timeout-ms must exceed the heartbeat interval"
+        );
+        broker.consumer_group.session_timeout_ms = v;
     }
     let log = &mut broker.topic_defaults.log;
     if let Some(v) = a.segment_bytes.or(f.segment_bytes) {

@@ -30,6 +30,8 @@ pub struct FileSettings {
     pub group_initial_rebalance_delay_ms: Option<i64>,
     pub group_min_session_timeout_ms: Option<i32>,
     pub group_max_session_timeout_ms: Option<i32>,
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
+    pub group_consumer_session_timeout_ms: Option<i64>,
 }
 
 /// Reads and parses the file; unknown keys are an error so typos do not pass silently.

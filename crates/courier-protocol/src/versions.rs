@@ -15,6 +15,14 @@ fn range<Req: Message, Resp: Message>(min: i16, max: i16) -> VersionRange {
 pub fn supported_apis() -> Vec<(ApiKey, VersionRange)> {
     let mut apis = vec![
         (
+            ApiKey::ConsumerGroupHeartbeat,
+            range::<ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse>(0, i16::MAX),
+        ),
+        (
+            ApiKey::ConsumerGroupDescribe,
+            range::<ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse>(0, i16::MAX),
+        ),
+        (
             ApiKey::OffsetCommit,
             range::<OffsetCommitRequest, OffsetCommitResponse>(2, i16::MAX),
         ),

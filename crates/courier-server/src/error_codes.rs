@@ -54,6 +54,9 @@ pub fn coordinator(e: &CoordinatorError) -> i16 {
         CoordinatorError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
         CoordinatorError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         CoordinatorError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+        CoordinatorError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
+        CoordinatorError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+        CoordinatorError::InvalidRequest => ResponseError::InvalidRequest,
     };
     err.code()
 }

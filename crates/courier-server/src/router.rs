@@ -72,6 +72,20 @@ pub async fn route(ctx: &Arc<Context>, req: DecodedRequest, peer: std::net::Sock
         )),
         RequestKind::DeleteGroups(r) => delete_groups::handle(ctx, r),
         RequestKind::OffsetDelete(r) => offset_delete::handle(ctx, r),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            let client_id = req
+                .header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            Reply::now(ResponseKind::ConsumerGroupHeartbeat(
+                consumer_group_heartbeat::handle(ctx, client_id, peer, r),
+            ))
+        }
+        RequestKind::ConsumerGroupDescribe(r) => Reply::now(ResponseKind::ConsumerGroupDescribe(
+            consumer_group_describe::handle(ctx, r),
+        )),
         other => {
             // decode_request only yields the APIs listed in courier_protocol::versions, each of
             // which has an arm above; reaching this is a bug, reported instead of panicking.

@@ -94,6 +94,27 @@ impl GroupCoordinator {
         Ok(CommitPlan { records, results })
     }
 
+    /// Prepares a commit whose group membership was validated elsewhere (a KIP-848 consumer
+    /// group member, checked by member epoch).
+    pub fn prepare_commit_unchecked(
+        &mut self,
+        req: &CommitRequest,
+        now_ms: i64,
+    ) -> Result<CommitPlan, CoordinatorError> {
+        let simple = CommitRequest {
+            member_id: String::new(),
+            generation_id: -1,
+            group_instance_id: None,
+            ..req.clone()
+        };
+        match self.groups.get(&req.group_id) {
+            Some(g) if g.state != GroupState::Empty => {
+                Err(CoordinatorError::InconsistentGroupProtocol)
+            }
+            _ => self.prepare_commit(&simple, now_ms),
+        }
+    }
+
     /// Makes persisted records visible (also used to replay the offsets log at start-up).
     pub fn apply(&mut self, records: &[OffsetRecord]) {
         for r in records {

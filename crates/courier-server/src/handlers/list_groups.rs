@@ -20,22 +20,33 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: ListGroupsRequest) -> ListG
         .iter()
         .map(|s| s.to_ascii_lowercase())
         .collect();
-    let groups = ctx
+    let consumer: Vec<(String, String, &'static str, &'static str)> = ctx
+        .broker
+        .groups
+        .consumer_groups()
+        .into_iter()
+        .map(|(id, state)| (id, "consumer".to_string(), state, "consumer"))
+        .collect();
+    let classic = ctx
         .broker
         .groups
         .read(|c| c.list_groups())
         .into_iter()
-        .filter(|g| states.is_empty() || states.contains(&g.state.to_ascii_lowercase()))
-        .filter(|_| types.is_empty() || types.contains(&"classic".to_string()))
-        .map(|g| {
+        .filter(|g| !consumer.iter().any(|(id, ..)| *id == g.group_id))
+        .map(|g| (g.group_id, g.protocol_type, g.state, "classic"));
+    let groups = classic
+        .chain(consumer.clone())
+        .filter(|g| states.is_empty() || states.contains(&g.2.to_ascii_lowercase()))
+        .filter(|g| types.is_empty() || types.contains(&g.3.to_string()))
+        .map(|(id, protocol_type, state, group_type)| {
             let mut listed = ListedGroup::default()
-                .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
-                .with_protocol_type(StrBytes::from_string(g.protocol_type));
+                .with_group_id(GroupId(StrBytes::from_string(id)))
+                .with_protocol_type(StrBytes::from_string(protocol_type));
             if version >= 4 {
-                listed.group_state = StrBytes::from_static_str(g.state);
+                listed.group_state = StrBytes::from_static_str(state);
             }
             if version >= 5 {
-                listed.group_type = StrBytes::from_static_str("classic");
+                listed.group_type = StrBytes::from_static_str(group_type);
             }
             listed
         })

@@ -3,6 +3,8 @@
 pub mod alter_configs;
 pub mod api_versions;
 pub mod config_resource;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
