@@ -97,12 +97,7 @@ impl GroupCoordinator {
                     group_instance_id: m.group_instance_id.clone(),
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
-                    metadata: m
-                        .protocols
-                        .iter()
-                        .find(|(p, _)| *p == protocol)
-                        .map(|(_, md)| md.clone())
-                        .unwrap_or_default(),
+                    metadata: m.metadata_for(&protocol),
                     assignment: m.assignment.clone(),
                 })
                 .collect(),

@@ -266,12 +266,7 @@ fn current_generation(group: &Group, member_id: &str, static_rejoin: bool) -> Jo
                 .map(|m| JoinedMember {
                     member_id: m.member_id.clone(),
                     group_instance_id: m.group_instance_id.clone(),
-                    metadata: m
-                        .protocols
-                        .iter()
-                        .find(|(p, _)| *p == protocol)
-                        .map(|(_, md)| md.clone())
-                        .unwrap_or_default(),
+                    metadata: m.metadata_for(&protocol),
                 })
                 .collect()
         } else {

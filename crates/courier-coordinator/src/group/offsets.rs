@@ -185,12 +185,7 @@ impl GroupCoordinator {
         let protocol = g.protocol_name.clone().unwrap_or_default();
         g.members
             .values()
-            .filter_map(|m| {
-                m.protocols
-                    .iter()
-                    .find(|(p, _)| *p == protocol)
-                    .map(|(_, md)| md.clone())
-            })
+            .map(|m| m.metadata_for(&protocol))
             .collect()
     }
 

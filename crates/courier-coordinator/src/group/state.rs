@@ -59,7 +59,8 @@ impl Member {
         self.session_deadline_ms = now_ms + i64::from(self.session_timeout_ms);
     }
 
-    fn metadata_for(&self, protocol: &str) -> Bytes {
+    /// Its subscription metadata for `protocol` (empty if it does not support it).
+    pub fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols
             .iter()
             .find(|(p, _)| p == protocol)
