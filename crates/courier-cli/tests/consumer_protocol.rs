@@ -150,3 +150,61 @@ async fn server_side_assignment_rebalances_and_commits_with_member_epochs() {
         extra.map(|m| m.map(|m| m.offset()))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_range_assignor_gives_contiguous_ranges() {
+    let broker = TestBroker::start_with(FLAGS);
+    let b = broker.bootstrap();
+    create_topic(&b, "ranged", 5).await;
+    let make = || -> BaseConsumer {
+        rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &b)
+            .set("group.id", "ranges")
+            .set("group.protocol", "consumer")
+            .set("group.remote.assignor", "range")
+            .create()
+            .expect("consumer")
+    };
+    let (a, c) = (make(), make());
+    a.subscribe(&["ranged"]).expect("subscribe");
+    c.subscribe(&["ranged"]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while assigned(&a) + assigned(&c) != 5 || assigned(&a).min(assigned(&c)) == 0 {
+        let _ = a.poll(Duration::from_millis(50));
+        let _ = c.poll(Duration::from_millis(50));
+        assert!(
+            Instant::now() < deadline,
+            "never assigned: {} + {}",
+            assigned(&a),
+            assigned(&c)
+        );
+    }
+    let parts = |x: &BaseConsumer| -> Vec<i32> {
+        let mut v: Vec<i32> = x
+            .assignment()
+            .expect("assignment")
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut both = [parts(&a), parts(&c)];
+    both.sort();
+    assert_eq!(
+        both,
+        [vec![0, 1, 2], vec![3, 4]],
+        "range splits the topic into contiguous ranges"
+    );
+    let mut raw = support::RawClient::connect(&broker.addr);
+    let described = raw.call(
+        0,
+        &kafka_protocol::messages::ConsumerGroupDescribeRequest::default().with_group_ids(vec![
+            kafka_protocol::messages::GroupId(kafka_protocol::protocol::StrBytes::from_static_str(
+                "ranges",
+            )),
+        ]),
+    );
+    assert_eq!(described.groups[0].assignor_name.as_str(), "range");
+}

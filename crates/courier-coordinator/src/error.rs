@@ -47,6 +47,9 @@ pub enum CoordinatorError {
     /// A commit from a consumer-protocol member with an outdated epoch.
     #[error("stale member epoch")]
     StaleMemberEpoch,
+    /// A consumer-protocol member asked for a server assignor the broker does not have.
+    #[error("unsupported assignor")]
+    UnsupportedAssignor,
     /// A request missing something the protocol requires (a joining member's subscription).
     #[error("invalid request")]
     InvalidRequest,

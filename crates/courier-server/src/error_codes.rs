@@ -57,6 +57,7 @@ pub fn coordinator(e: &CoordinatorError) -> i16 {
         CoordinatorError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
         CoordinatorError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
         CoordinatorError::InvalidRequest => ResponseError::InvalidRequest,
+        CoordinatorError::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
     };
     err.code()
 }

@@ -240,6 +240,13 @@ impl ConsumerGroups {
             return Err(CoordinatorError::InvalidGroupId);
         }
         let interval = self.config.heartbeat_interval_ms;
+        if req
+            .server_assignor
+            .as_deref()
+            .is_some_and(|a| !assignor::ASSIGNORS.contains(&a))
+        {
+            return Err(CoordinatorError::UnsupportedAssignor);
+        }
         if req.member_epoch < 0 {
             let g = self
                 .groups

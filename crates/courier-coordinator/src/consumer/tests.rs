@@ -183,3 +183,20 @@ fn new_partitions_are_assigned() {
     a.owned = r.assignment.expect("changed");
     assert_eq!(count(&a), 9);
 }
+
+#[test]
+fn unknown_assignors_are_refused() {
+    let mut g = ConsumerGroups::new(ConsumerConfig::default(), "inc");
+    let r = g.heartbeat(
+        Heartbeat {
+            group_id: "g".into(),
+            member_id: "a".into(),
+            subscribed_topic_names: Some(vec!["t".into()]),
+            server_assignor: Some("sticky-ish".into()),
+            ..Heartbeat::default()
+        },
+        &topics(),
+        0,
+    );
+    assert_eq!(r, Err(CoordinatorError::UnsupportedAssignor));
+}
