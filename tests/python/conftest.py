@@ -3,6 +3,11 @@
 Each test module gets its own broker: the `courier` binary (COURIER_BIN, default
 target/debug/courier) serving a fresh data dir on a free loopback port. The broker's log goes to
 a file; when a test fails, the log is attached to the failure report.
+
+A module may set BROKER_FLAGS (a sequence of extra `courier serve` arguments) for its `broker`;
+a test that needs a broker of its own (e.g. to SIGKILL and restart it) calls the `start_broker`
+factory fixture: `b = start_broker("--flag", "value")`, then `b.restart()` to SIGKILL it and
+start it again on the same port and data dir.
 """
 
 from __future__ import annotations
@@ -36,9 +41,10 @@ def courier_bin() -> Path:
 class Broker:
     """One running `courier serve` process."""
 
-    def __init__(self, data_dir: Path, log_path: Path):
+    def __init__(self, data_dir: Path, log_path: Path, flags=()):
         self.data_dir = data_dir
         self.log_path = log_path
+        self.flags = [str(f) for f in flags]
         self.proc: subprocess.Popen | None = None
         self.bootstrap: str | None = None
 
@@ -51,9 +57,12 @@ class Broker:
         env = dict(os.environ)
         env.setdefault("COURIER_LOG", "info")
         env["NO_COLOR"] = "1"
+        # A restart listens on the address the first start got, so clients reconnect to it.
+        listen = self.bootstrap or "127.0.0.1:0"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir)],
+                [str(binary), "serve", "--listen", listen, "--data-dir", str(self.data_dir),
+                 *self.flags],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
@@ -99,6 +108,14 @@ class Broker:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self.proc is not None and self.proc.stdout and not self.proc.stdout.closed:
+            self.proc.stdout.close()
+
+    def restart(self, timeout: float = 20.0) -> None:
+        """SIGKILLs the broker (no clean shutdown) and starts it again on the same address and
+        data dir."""
+        self.kill()
+        self.start(timeout)
 
     def log_text(self, tail: int | None = LOG_TAIL_LINES) -> str:
         try:
@@ -115,20 +132,46 @@ class Broker:
 _live_brokers: list[Broker] = []
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory) -> Broker:
-    """A broker of this test module's own, on a fresh data dir."""
-    base = tmp_path_factory.mktemp("courier")
-    b = Broker(base / "data", base / "broker.log")
-    b.start()
-    _live_brokers.append(b)
-    yield b
-    _live_brokers.remove(b)
+def _stop_checked(b: Broker) -> None:
     code = b.stop()
     if code != 0:
         print(f"\n---- broker log ({b.log_path}) ----\n{b.log_text()}")
         pytest.fail(f"broker did not shut down cleanly on SIGTERM (exit code {code}; "
                     "None means it had to be killed)")
+
+
+@pytest.fixture(scope="module")
+def broker(request, tmp_path_factory) -> Broker:
+    """A broker of this test module's own, on a fresh data dir, started with the module's
+    BROKER_FLAGS, if any."""
+    base = tmp_path_factory.mktemp("courier")
+    b = Broker(base / "data", base / "broker.log", getattr(request.module, "BROKER_FLAGS", ()))
+    b.start()
+    _live_brokers.append(b)
+    yield b
+    _live_brokers.remove(b)
+    _stop_checked(b)
+
+
+@pytest.fixture
+def start_broker(tmp_path_factory):
+    """Factory for brokers of one test's own: start_broker(*extra_serve_flags) -> Broker, on a
+    fresh data dir; each is stopped (and must shut down cleanly) when the test ends."""
+    started: list[Broker] = []
+
+    def start(*flags) -> Broker:
+        base = tmp_path_factory.mktemp("courier")
+        b = Broker(base / "data", base / "broker.log", flags)
+        b.start()
+        started.append(b)
+        _live_brokers.append(b)
+        return b
+
+    yield start
+    for b in started:
+        _live_brokers.remove(b)
+    for b in started:
+        _stop_checked(b)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """confluent-kafka (bundled librdkafka) against Courier: produce, consume, compression, admin.
 
-Courier has no consumer groups yet, so consumers use assign() and never commit; producers run
-without idempotence.
+Consumers here use assign() to read partitions directly (consumer groups are covered in
+test_consumer_groups.py); producers run without idempotence, which Courier does not offer yet.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 kafka-python negotiates versions with ApiVersions and decodes every response field strictly, so
 a response whose shape does not match its version fails here even where librdkafka shrugs.
-No consumer groups (group_id=None, assign() + seek), no idempotence.
+Consumers here read partitions directly (group_id=None, assign() + seek); consumer groups are in
+test_consumer_groups.py. No idempotence (not offered by Courier yet).
 """
 
 from __future__ import annotations
