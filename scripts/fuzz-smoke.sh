@@ -21,7 +21,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 sanitizer="${FUZZ_SANITIZER:-address}"
-targets="${FUZZ_TARGETS:-decode_request validate_batches log_roundtrip}"
+targets="${FUZZ_TARGETS:-decode_request validate_batches log_roundtrip producer_snapshot}"
 if [ "$sanitizer" != none ]; then
     export RUSTC_BOOTSTRAP=1
 fi

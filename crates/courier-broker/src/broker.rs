@@ -12,6 +12,7 @@ use crate::error::BrokerError;
 use crate::fetch_session::FetchSessionCache;
 use crate::groups::GroupService;
 use crate::now_ms;
+use crate::producer_ids::ProducerIdManager;
 use crate::topic_config::TopicConfig;
 use crate::topics::{write_durably, Topic, TopicRegistry};
 
@@ -23,6 +24,8 @@ pub struct Broker {
     pub cluster_id: String,
     /// All topics.
     pub topics: TopicRegistry,
+    /// Producer ids for InitProducerId, unique across restarts.
+    pub producer_ids: ProducerIdManager,
     /// Consumer groups and their committed offsets.
     pub groups: Arc<GroupService>,
     /// KIP-227 fetch sessions.
@@ -50,6 +53,7 @@ impl Broker {
         let started = std::time::Instant::now();
         let topics =
             TopicRegistry::load(&dir, config.topic_defaults.clone(), Arc::clone(&hw_changed))?;
+        let producer_ids = ProducerIdManager::open(&dir.join("meta"))?;
         let groups = GroupService::open(
             &dir.join("meta"),
             config.group.clone(),
@@ -73,6 +77,7 @@ impl Broker {
             config,
             cluster_id,
             topics,
+            producer_ids,
             groups,
             hw_changed,
             _lock: lock,
@@ -129,11 +134,18 @@ impl Broker {
             .collect()
     }
 
-    /// Runs retention on every partition now.
+    /// Runs retention on every partition now, and expires idle idempotent producers.
     pub fn enforce_retention(&self) {
         let now = now_ms();
         for topic in self.topics.list() {
             for p in topic.partitions() {
+                // producer.id.expiration.ms: forget idempotent producers idle for a day.
+                let _ = p.with_log(|log| {
+                    Ok(log.expire_producers(
+                        now,
+                        courier_storage::producer_state::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+                    ))
+                });
                 match p.with_log(|log| Ok(log.enforce_retention(now)?)) {
                     Ok(0) => {}
                     Ok(n) => {

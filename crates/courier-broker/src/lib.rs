@@ -21,6 +21,7 @@ pub mod error;
 pub mod fetch_session;
 pub mod groups;
 pub mod partition;
+pub mod producer_ids;
 pub mod topic_config;
 pub mod topic_name;
 pub mod topics;

@@ -26,6 +26,10 @@ pub struct ServeArgs {
     /// Host name clients are told to connect to. [default: the listen host]
     #[arg(long, env = "COURIER_ADVERTISED_HOST")]
     advertised_host: Option<String>,
+    /// HOST:PORT clients are told to connect to, when they reach the broker through a proxy
+    /// or NAT. Overrides --advertised-host. [default: the listen address]
+    #[arg(long, env = "COURIER_ADVERTISED_LISTENER", value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
     /// This broker's node id. [default: 0]
     #[arg(long, env = "COURIER_NODE_ID")]
     node_id: Option<i32>,
@@ -91,6 +95,8 @@ pub struct ServeArgs {
 /// The fully resolved settings.
 struct Resolved {
     listen: String,
+    /// Port to advertise instead of the bound one.
+    advertised_port: Option<i32>,
     broker: BrokerConfig,
     server: ServerConfig,
 }
@@ -122,6 +128,15 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Resolved> {
             listen_host.clone()
         }
     });
+    let mut advertised_port = None;
+    if let Some(l) = a.advertised_listener.or(f.advertised_listener) {
+        let (host, port) = l
+            .rsplit_once(':')
+            .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), i32::from(p))))
+            .with_context(|| format!("--advertised-listener {l:?} is not HOST:PORT"))?;
+        broker.advertised_host = host;
+        advertised_port = Some(port);
+    }
     if let Some(v) = a.node_id.or(f.node_id) {
         broker.node_id = v;
     }
@@ -235,6 +250,7 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Resolved> {
     }
     Ok(Resolved {
         listen,
+        advertised_port,
         broker,
         server,
     })
@@ -254,7 +270,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding {}", resolved.listen))?;
         let local = listener.local_addr().context("reading the bound address")?;
         let mut broker_config = resolved.broker;
-        broker_config.advertised_port = i32::from(local.port());
+        broker_config.advertised_port = resolved.advertised_port.unwrap_or(i32::from(local.port()));
         let data_dir = broker_config.data_dir.clone();
         let broker = Broker::open(broker_config)
             .with_context(|| format!("opening data dir {}", data_dir.display()))?;

@@ -13,6 +13,7 @@ pub struct FileSettings {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub advertised_host: Option<String>,
+    pub advertised_listener: Option<String>,
     pub node_id: Option<i32>,
     pub auto_create_topics: Option<bool>,
     pub num_partitions: Option<i32>,

@@ -323,6 +323,36 @@ async fn every_served_version_of_every_api_answers() {
             "OffsetDelete on a deleted group: GROUP_ID_NOT_FOUND"
         );
     }
+    let mut last_pid = -1;
+    for v in versions::<InitProducerIdRequest>() {
+        let r = c.call(
+            v,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000),
+        );
+        assert_eq!(r.error_code, 0, "InitProducerId v{v}");
+        assert!(r.producer_id.0 > last_pid, "a new producer id each time");
+        last_pid = r.producer_id.0;
+    }
+    for v in versions::<ConsumerGroupHeartbeatRequest>() {
+        let r = c.call(
+            v,
+            &ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(format!("cg-v{v}"))))
+                .with_member_id(StrBytes::from_string(format!("member-{v}")))
+                .with_member_epoch(0)
+                .with_rebalance_timeout_ms(10_000)
+                .with_subscribed_topic_names(Some(vec![name("v")])),
+        );
+        assert_eq!(r.error_code, 0, "ConsumerGroupHeartbeat v{v}");
+        let d = c.call(
+            v,
+            &ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![GroupId(StrBytes::from_string(format!("cg-v{v}")))]),
+        );
+        assert_eq!(d.groups[0].members.len(), 1, "ConsumerGroupDescribe v{v}");
+    }
     for v in versions::<DeleteTopicsRequest>() {
         let topic = format!("created-{}", 2 + (v - 1) % 6);
         let req = if v >= 6 {

@@ -15,6 +15,10 @@ fn range<Req: Message, Resp: Message>(min: i16, max: i16) -> VersionRange {
 pub fn supported_apis() -> Vec<(ApiKey, VersionRange)> {
     let mut apis = vec![
         (
+            ApiKey::InitProducerId,
+            range::<InitProducerIdRequest, InitProducerIdResponse>(0, i16::MAX),
+        ),
+        (
             ApiKey::ConsumerGroupHeartbeat,
             range::<ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse>(0, i16::MAX),
         ),

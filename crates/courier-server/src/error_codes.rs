@@ -12,6 +12,9 @@ pub fn storage(e: &StorageError) -> ResponseError {
         StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::UnknownProducerId { .. } => ResponseError::UnknownProducerId,
+        StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         _ => ResponseError::KafkaStorageError,
     }
 }
@@ -100,6 +103,32 @@ mod tests {
             (BrokerError::InvalidReplicationFactor("4".into()), 38),
             (BrokerError::InvalidConfig("k".into()), 40),
             (BrokerError::DurabilityTimeout, 7),
+            (
+                StorageError::OutOfOrderSequence {
+                    producer_id: 1,
+                    expected: 2,
+                    got: 5,
+                }
+                .into(),
+                45,
+            ),
+            (
+                StorageError::InvalidProducerEpoch {
+                    producer_id: 1,
+                    epoch: 0,
+                    current_epoch: 1,
+                }
+                .into(),
+                47,
+            ),
+            (
+                StorageError::UnknownProducerId {
+                    producer_id: 1,
+                    base_sequence: 3,
+                }
+                .into(),
+                59,
+            ),
         ];
         for (e, want) in cases {
             assert_eq!(code(&e), want, "{e}");

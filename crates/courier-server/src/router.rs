@@ -43,6 +43,9 @@ pub async fn route(ctx: &Arc<Context>, req: DecodedRequest, peer: std::net::Sock
             Reply::now(ResponseKind::AlterConfigs(alter_configs::handle(ctx, r)))
         }
         RequestKind::DeleteRecords(r) => delete_records::handle(ctx, r),
+        RequestKind::InitProducerId(r) => Reply::now(ResponseKind::InitProducerId(
+            init_producer_id::handle(ctx, r),
+        )),
         RequestKind::FindCoordinator(r) => Reply::now(ResponseKind::FindCoordinator(
             find_coordinator::handle(ctx, version, r),
         )),
@@ -88,9 +91,10 @@ pub async fn route(ctx: &Arc<Context>, req: DecodedRequest, peer: std::net::Sock
         )),
         other => {
             // decode_request only yields the APIs listed in courier_protocol::versions, each of
-            // which has an arm above; reaching this is a bug, reported instead of panicking.
+            // which has an arm above; reaching this is a bug, reported instead of panicking, and
+            // the connection is closed so the client fails fast instead of waiting forever.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a served API");
-            Reply::NoResponse
+            Reply::Close
         }
     }
 }

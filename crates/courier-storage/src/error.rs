@@ -2,8 +2,10 @@
 //!
 //! The variants are split so the server can map each to exactly one Kafka error code:
 //! problems with what a producer sent (`CorruptMessage`, `MessageTooLarge`, `InvalidRecord`),
-//! a fetch or list request outside the log (`OffsetOutOfRange`), and problems with the disk
-//! (`Io`, `CorruptSegment`, `CorruptCheckpoint`, `Poisoned`), which all become
+//! a fetch or list request outside the log (`OffsetOutOfRange`), an idempotent producer whose
+//! batch does not follow its state (`UnknownProducerId`, `InvalidProducerEpoch`,
+//! `OutOfOrderSequence`), and problems with the disk (`Io`, `CorruptSegment`,
+//! `CorruptCheckpoint`, `CorruptProducerSnapshot`, `Poisoned`), which all become
 //! `KAFKA_STORAGE_ERROR`.
 
 use std::path::PathBuf;
@@ -42,6 +44,46 @@ pub enum StorageError {
         log_end_offset: u64,
     },
 
+    /// An idempotent producer this partition has no state for sent a batch whose base sequence
+    /// is not 0 (its state expired, or its earlier batches were deleted). Maps to
+    /// `UNKNOWN_PRODUCER_ID`; the client resets its sequence numbers (or bumps its epoch).
+    #[error(
+        "unknown producer id {producer_id}: first batch has base sequence {base_sequence}, not 0"
+    )]
+    UnknownProducerId {
+        /// The producer id from the batch header.
+        producer_id: i64,
+        /// The batch's base sequence.
+        base_sequence: i32,
+    },
+
+    /// A batch carries an older epoch than this partition has seen for its producer id: a
+    /// zombie producer that has been fenced. Maps to `INVALID_PRODUCER_EPOCH` (fatal for it).
+    #[error(
+        "producer {producer_id} epoch {epoch} is older than the current epoch {current_epoch}"
+    )]
+    InvalidProducerEpoch {
+        /// The producer id from the batch header.
+        producer_id: i64,
+        /// The epoch in the batch.
+        epoch: i16,
+        /// The newest epoch this partition has seen for the producer.
+        current_epoch: i16,
+    },
+
+    /// A batch's base sequence is not the one expected after the producer's last batch (a gap,
+    /// a retry older than the cached batches, or a new epoch not starting at 0). Maps to
+    /// `OUT_OF_ORDER_SEQUENCE_NUMBER`.
+    #[error("producer {producer_id}: out of order sequence, expected {expected}, got {got}")]
+    OutOfOrderSequence {
+        /// The producer id from the batch header.
+        producer_id: i64,
+        /// The base sequence that would have been in order.
+        expected: i32,
+        /// The base sequence the batch carries.
+        got: i32,
+    },
+
     /// A system call failed. Maps to `KAFKA_STORAGE_ERROR`.
     #[error("{op} {path}: {source}")]
     Io {
@@ -74,6 +116,11 @@ pub enum StorageError {
         /// What is wrong with it.
         reason: String,
     },
+
+    /// A producer-state snapshot does not decode (bad version, CRC, lengths or values). Never
+    /// fatal: the log logs it, ignores the file and rebuilds the state from the log instead.
+    #[error("corrupt producer state snapshot: {0}")]
+    CorruptProducerSnapshot(String),
 
     /// An earlier fsync or write failed, so what is on disk is unknown; the log refuses every
     /// further append and sync until it is reopened (and recovered).

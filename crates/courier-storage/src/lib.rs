@@ -14,6 +14,8 @@
 //! * [`Log`] (`log.rs`): the segments of a partition and the append path; `read.rs` the fetch
 //!   path; `lookup.rs` `ListOffsets` by timestamp; `retention.rs` `DeleteRecords` and
 //!   retention; `recovery.rs` opening after a crash; `checkpoint.rs` the small durable files.
+//! * [`producer_state`]: the idempotent producers' sequence state, a plain state machine checked
+//!   on every append; `producer_snapshot.rs` its snapshot files and rebuilding it at open.
 //!
 //! # Durability: what is on disk when
 //!
@@ -35,6 +37,11 @@
 //!   offset comes from the last valid batch.
 //! * The log start offset is checkpointed (tmp file, fsync, rename, directory fsync) whenever
 //!   `DeleteRecords` or retention advance it, before any segment file is removed.
+//! * The producer state is snapshotted to `<20-digit offset>.snapshot` (tmp file, fsync,
+//!   rename, directory fsync) when a segment rolls, on a clean close, and when the log start
+//!   offset passes every snapshot; the newest two are kept. `open` loads the newest valid one
+//!   at or below the log end offset and replays batch headers after it (none after a clean
+//!   close, the active segment after a crash, the whole log if no snapshot is usable).
 //! * If a write or an fsync fails the log is poisoned: every later append, sync, retention pass
 //!   and close returns [`StorageError::Poisoned`] instead of pretending. Reopening recovers.
 
@@ -46,6 +53,8 @@ mod error;
 mod index;
 mod log;
 mod lookup;
+mod producer_snapshot;
+pub mod producer_state;
 mod read;
 mod record;
 mod recovery;

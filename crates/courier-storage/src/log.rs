@@ -7,9 +7,13 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::batch::{header_for_append, parse_header, validate_batches, BATCH_HEADER_LEN};
+use crate::batch::{
+    header_for_append, parse_header, validate_batches, BatchHeader, BATCH_HEADER_LEN,
+};
 use crate::checkpoint::{sync_dir, write_clean_shutdown_marker};
 use crate::error::{Result, StorageError};
+use crate::producer_snapshot::write_snapshot;
+use crate::producer_state::{ProducerCheck, ProducerStateManager};
 use crate::recovery::{open_dir, RecoveryReport};
 use crate::segment::Segment;
 use crate::sync::{Poison, SyncTarget};
@@ -82,6 +86,9 @@ pub struct BatchInfo {
 }
 
 /// The outcome of [`Log::append`], for the Produce response and producer state.
+///
+/// For a duplicate (`duplicate == true`) nothing was written: the offsets, count and
+/// timestamps are those of the original batch, and `batches` is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogAppendInfo {
     /// Offset of the first appended record.
@@ -96,6 +103,10 @@ pub struct LogAppendInfo {
     pub log_append_time_ms: i64,
     /// One entry per appended batch, in order.
     pub batches: Vec<BatchInfo>,
+    /// The batch was an idempotent producer's retry of one already in the log, so the
+    /// original's offsets are returned and nothing was written. The Produce response treats
+    /// it as a success.
+    pub duplicate: bool,
 }
 
 /// One partition's log: segments on disk, the active one last.
@@ -122,6 +133,8 @@ pub struct Log {
     pub(crate) rolling_base_ms: Option<i64>,
     /// Set by any failed write or fsync; then all appends and syncs are refused.
     pub(crate) poison: Poison,
+    /// Idempotent producers' sequence state, checked and updated by every append.
+    pub(crate) producers: ProducerStateManager,
 }
 
 impl Log {
@@ -130,7 +143,8 @@ impl Log {
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<(Log, RecoveryReport)> {
         let opened = open_dir(dir, config.index_interval_bytes, now_ms)?;
         let size_bytes = opened.segments.iter().map(|s| s.size).sum();
-        let log = Log {
+        let mut report = opened.report;
+        let mut log = Log {
             dir: dir.to_path_buf(),
             config,
             segments: opened.segments,
@@ -139,9 +153,11 @@ impl Log {
             size_bytes,
             rolling_base_ms: opened.rolling_base_ms,
             poison: Poison::new(dir.to_path_buf()),
+            producers: ProducerStateManager::new(),
         };
-        tracing::debug!(dir = %dir.display(), report = ?opened.report, "log opened");
-        Ok((log, opened.report))
+        log.load_producer_state(now_ms, &mut report)?;
+        tracing::debug!(dir = %dir.display(), ?report, "log opened");
+        Ok((log, report))
     }
 
     /// Appends a producer's batches. See [`Log::append_from`].
@@ -156,6 +172,14 @@ impl Log {
     /// bytes, so the batch is never copied. The segment rolls first if it would pass
     /// `segment.bytes` or is older than `segment.ms`. Data reaches the page cache, **not** the
     /// disk. A failed write poisons the log.
+    ///
+    /// Batches with a producer id (idempotent producers) are checked against the producer
+    /// state first: such an append must hold exactly one data batch (`InvalidRecord`
+    /// otherwise); a retry of one of the producer's last five batches returns the original
+    /// offsets with `duplicate: true` and writes nothing; an out-of-order sequence, an unknown
+    /// producer not starting at 0 or a fenced epoch is refused with
+    /// `OutOfOrderSequence`, `UnknownProducerId` or `InvalidProducerEpoch`. Control batches
+    /// (coordinator only) are not sequence-checked; they only advance the producer's epoch.
     pub fn append_from(
         &mut self,
         records: &Bytes,
@@ -168,6 +192,9 @@ impl Log {
             return Err(StorageError::InvalidRecord(
                 "clients may not write control batches".to_string(),
             ));
+        }
+        if let Some(duplicate) = self.check_producers(&headers)? {
+            return Ok(duplicate);
         }
         let record_count: u64 = headers
             .iter()
@@ -208,6 +235,7 @@ impl Log {
         poison.guard(|| active.append_parts(&parts))?;
 
         let mut batches = Vec::with_capacity(headers.len());
+        let mut written_headers = Vec::with_capacity(headers.len());
         let mut max_timestamp = i64::MIN;
         let mut batch_position = start_position;
         let segment_base = active.base_offset;
@@ -229,6 +257,11 @@ impl Log {
                 is_control: written.is_control(),
                 record_count: u64::from(written.last_offset_delta.unsigned_abs()) + 1,
             });
+            written_headers.push(written);
+        }
+        for (written, info) in written_headers.iter().zip(&batches) {
+            self.producers
+                .update(written, info.base_offset, info.last_offset, now_ms);
         }
         self.log_end_offset = last_offset + 1;
         self.size_bytes += records.len() as u64;
@@ -240,7 +273,49 @@ impl Log {
             max_timestamp,
             log_append_time_ms: append_time.unwrap_or(-1),
             batches,
+            duplicate: false,
         })
+    }
+
+    /// Runs the producer-state check on validated `headers`. `Some` is the answer to a retry
+    /// of a batch already in the log; `None` means append.
+    fn check_producers(&self, headers: &[BatchHeader]) -> Result<Option<LogAppendInfo>> {
+        let idempotent = headers
+            .iter()
+            .any(|h| h.producer_id >= 0 && !h.is_control());
+        if idempotent && headers.len() > 1 {
+            return Err(StorageError::InvalidRecord(
+                "an idempotent producer sends one batch per partition".to_string(),
+            ));
+        }
+        for header in headers {
+            if let ProducerCheck::Duplicate {
+                base_offset,
+                last_offset,
+                max_timestamp,
+            } = self.producers.check(header)?
+            {
+                tracing::debug!(
+                    dir = %self.dir.display(), producer_id = header.producer_id,
+                    base_sequence = header.base_sequence, base_offset,
+                    "duplicate batch from an idempotent producer; not appended"
+                );
+                return Ok(Some(LogAppendInfo {
+                    base_offset,
+                    last_offset,
+                    record_count: last_offset.saturating_sub(base_offset) + 1,
+                    max_timestamp,
+                    log_append_time_ms: if self.config.log_append_time {
+                        max_timestamp
+                    } else {
+                        -1
+                    },
+                    batches: Vec::new(),
+                    duplicate: true,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// Rolls the active segment if appending `bytes` ending at `last_offset` at `now_ms` should
@@ -267,8 +342,9 @@ impl Log {
     }
 
     /// Seals the active segment (final time-index entry, index files written, `.log` and
-    /// indexes fsynced) and then creates a new active segment at the log end offset and
-    /// fsyncs the directory. Any failure poisons the log.
+    /// indexes fsynced), creates a new active segment at the log end offset and fsyncs the
+    /// directory, then snapshots the producer state at that offset. Any failure poisons the
+    /// log.
     pub(crate) fn roll(&mut self) -> Result<()> {
         let poison = self.poison.clone();
         let dir = self.dir.clone();
@@ -280,7 +356,7 @@ impl Log {
             sync_dir(&dir)?;
             self.segments.push(segment);
             self.rolling_base_ms = None;
-            Ok(())
+            write_snapshot(&dir, &self.producers, base)
         })
     }
 
@@ -360,15 +436,17 @@ impl Log {
         &self.config
     }
 
-    /// Clean close: seal the active segment's indexes to disk, fsync everything, and write the
-    /// clean-shutdown marker so the next open skips the tail scan. A poisoned log refuses
-    /// (no marker is written, so the next open recovers).
+    /// Clean close: seal the active segment's indexes to disk, fsync everything, snapshot the
+    /// producer state at the log end offset, and write the clean-shutdown marker so the next
+    /// open skips the tail scan and the producer-state replay. A poisoned log refuses (no
+    /// marker is written, so the next open recovers).
     pub fn close(mut self) -> Result<()> {
         self.poison.check()?;
         let dir = self.dir.clone();
         let active = self.active_mut()?;
         seal_and_persist(active)?;
         sync_dir(&dir)?;
+        write_snapshot(&dir, &self.producers, self.log_end_offset)?;
         write_clean_shutdown_marker(&dir)
     }
 

@@ -45,6 +45,14 @@ pub struct RecoveryReport {
     pub log_start_offset: u64,
     /// Log end offset after recovery.
     pub log_end_offset: u64,
+    /// Offset of the producer-state snapshot loaded, if a usable one was found.
+    pub producer_snapshot_offset: Option<u64>,
+    /// Batch headers read to bring the producer state up to the log end offset (0 after a
+    /// clean shutdown; the active segment's batches after a crash; every batch from the log
+    /// start offset without a usable snapshot).
+    pub producer_batches_replayed: u64,
+    /// Idempotent producers with state after recovery.
+    pub producers: usize,
 }
 
 /// The result of reading a segment from its start.

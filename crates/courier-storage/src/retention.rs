@@ -2,7 +2,9 @@
 //!
 //! The new log start offset is checkpointed durably *before* segment files are removed, so a
 //! crash in between leaves extra files (removed at the next open) but never exposes deleted
-//! records again. The active segment is never deleted.
+//! records again. The active segment is never deleted. Producer-state snapshots below the new
+//! log start offset are deleted too (after one at the log end offset is written if none would
+//! be left).
 
 use crate::checkpoint::{sync_dir, write_log_start_offset};
 use crate::error::{Result, StorageError};
@@ -31,6 +33,8 @@ impl Log {
             .take_while(|pair| pair[1].base_offset <= offset)
             .count();
         self.delete_oldest(wholly_below)?;
+        self.poison
+            .guard(|| self.delete_snapshots_below_log_start())?;
         Ok(self.log_start_offset)
     }
 
@@ -75,6 +79,8 @@ impl Log {
             "retention deleting segments"
         );
         self.delete_oldest(doomed)?;
+        self.poison
+            .guard(|| self.delete_snapshots_below_log_start())?;
         Ok(doomed)
     }
 

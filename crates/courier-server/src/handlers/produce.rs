@@ -82,7 +82,7 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: ProduceRequest) -> Reply {
                 let info = partition
                     .append(records, acks)
                     .map_err(|e| error_codes::code(&e))?;
-                tracing::trace!(topic = %topic.name, partition = p.index, base_offset = info.base_offset, last_offset = info.last_offset, "appended");
+                tracing::trace!(topic = %topic.name, partition = p.index, base_offset = info.base_offset, last_offset = info.last_offset, duplicate = info.duplicate, "appended");
                 resp.base_offset = info.base_offset as i64;
                 resp.log_append_time_ms = info.log_append_time_ms;
                 resp.log_start_offset = partition.log_start_offset() as i64;
