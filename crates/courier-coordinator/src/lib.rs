@@ -8,6 +8,8 @@
 //!   protocol selection.
 //! - [`consumer`]: the KIP-848 consumer protocol (ConsumerGroupHeartbeat) with server-side
 //!   `uniform` and `range` assignors and revoke-before-assign reconciliation.
+//! - [`txn`]: the transaction coordinator (InitProducerId with a transactional id,
+//!   AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, timeouts, zombie fencing) and its log records.
 //! - [`offset_record`]: the records the group coordinator asks to persist (committed offsets and
 //!   their tombstones), and their byte encoding in the internal offsets log.
 
@@ -15,5 +17,6 @@ pub mod consumer;
 pub mod error;
 pub mod group;
 pub mod offset_record;
+pub mod txn;
 
 pub use error::CoordinatorError;
