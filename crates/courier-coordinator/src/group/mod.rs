@@ -207,6 +207,8 @@ pub struct GroupCoordinator {
     incarnation: String,
     /// Next number for a member id.
     next_member: u64,
+    /// Offsets committed inside open transactions, by (group, producer id).
+    txn_pending: HashMap<(String, i64), std::collections::BTreeMap<(String, i32), CommittedOffset>>,
 }
 
 impl GroupCoordinator {
@@ -217,6 +219,7 @@ impl GroupCoordinator {
             groups: HashMap::new(),
             incarnation: incarnation.into(),
             next_member: 1,
+            txn_pending: HashMap::new(),
         }
     }
 

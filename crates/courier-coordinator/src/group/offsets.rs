@@ -115,10 +115,84 @@ impl GroupCoordinator {
         }
     }
 
+    /// Records for a TxnOffsetCommit (the transaction itself is validated by the transaction
+    /// coordinator): pending until the producer's transaction ends.
+    pub fn prepare_txn_commit(
+        &self,
+        group: &str,
+        producer_id: i64,
+        offsets: &[(String, i32, i64, i32, String)],
+        now_ms: i64,
+    ) -> (Vec<OffsetRecord>, PartitionResults) {
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        for (topic, partition, offset, leader_epoch, metadata) in offsets {
+            if metadata.len() > self.config.offset_metadata_max_bytes {
+                results.push((
+                    topic.clone(),
+                    *partition,
+                    Some(CoordinatorError::OffsetMetadataTooLarge),
+                ));
+                continue;
+            }
+            records.push(OffsetRecord::TxnCommit {
+                group: group.to_string(),
+                producer_id,
+                topic: topic.clone(),
+                partition: *partition,
+                offset: CommittedOffset {
+                    offset: *offset,
+                    leader_epoch: *leader_epoch,
+                    metadata: metadata.clone(),
+                    commit_timestamp_ms: now_ms,
+                },
+            });
+            results.push((topic.clone(), *partition, None));
+        }
+        (records, results)
+    }
+
+    /// True while an open transaction holds an uncommitted offset for the partition
+    /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending_txn_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.txn_pending.iter().any(|((g, _), offsets)| {
+            g == group && offsets.contains_key(&(topic.to_string(), partition))
+        })
+    }
+
     /// Makes persisted records visible (also used to replay the offsets log at start-up).
     pub fn apply(&mut self, records: &[OffsetRecord]) {
         for r in records {
             match r {
+                OffsetRecord::TxnCommit {
+                    group,
+                    producer_id,
+                    topic,
+                    partition,
+                    offset,
+                } => {
+                    self.txn_pending
+                        .entry((group.clone(), *producer_id))
+                        .or_default()
+                        .insert((topic.clone(), *partition), offset.clone());
+                }
+                OffsetRecord::TxnEnd {
+                    group,
+                    producer_id,
+                    commit,
+                } => {
+                    let pending = self
+                        .txn_pending
+                        .remove(&(group.clone(), *producer_id))
+                        .unwrap_or_default();
+                    if *commit && !pending.is_empty() {
+                        let g = self
+                            .groups
+                            .entry(group.clone())
+                            .or_insert_with(|| Group::new(group));
+                        g.offsets.extend(pending);
+                    }
+                }
                 OffsetRecord::Commit {
                     group,
                     topic,

@@ -397,3 +397,50 @@ fn bad_join_requests_are_refused() {
         Some(CoordinatorError::UnknownMemberId)
     );
 }
+
+#[test]
+fn transactional_offsets_apply_on_commit_and_vanish_on_abort() {
+    let mut c = coordinator(0);
+    let offsets = vec![("t".to_string(), 0, 100, -1, String::new())];
+    let (records, results) = c.prepare_txn_commit("g", 9, &offsets, 1);
+    assert_eq!(results, vec![("t".to_string(), 0, None)]);
+    c.apply(&records);
+    assert!(
+        c.has_pending_txn_offset("g", "t", 0),
+        "pending while the transaction is open"
+    );
+    assert_eq!(
+        c.fetch_offsets("g", Some(&[("t".into(), 0)]))[0].2,
+        None,
+        "not visible yet"
+    );
+    c.apply(&[OffsetRecord::TxnEnd {
+        group: "g".into(),
+        producer_id: 9,
+        commit: true,
+    }]);
+    assert!(!c.has_pending_txn_offset("g", "t", 0));
+    assert_eq!(
+        c.fetch_offsets("g", Some(&[("t".into(), 0)]))[0]
+            .2
+            .as_ref()
+            .map(|o| o.offset),
+        Some(100)
+    );
+    let (records, _) =
+        c.prepare_txn_commit("g", 9, &[("t".to_string(), 0, 200, -1, String::new())], 2);
+    c.apply(&records);
+    c.apply(&[OffsetRecord::TxnEnd {
+        group: "g".into(),
+        producer_id: 9,
+        commit: false,
+    }]);
+    assert_eq!(
+        c.fetch_offsets("g", Some(&[("t".into(), 0)]))[0]
+            .2
+            .as_ref()
+            .map(|o| o.offset),
+        Some(100),
+        "abort kept the old offset"
+    );
+}
