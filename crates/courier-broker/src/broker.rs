@@ -15,6 +15,7 @@ use crate::now_ms;
 use crate::producer_ids::ProducerIdManager;
 use crate::topic_config::TopicConfig;
 use crate::topics::{write_durably, Topic, TopicRegistry};
+use crate::transactions::TxnService;
 
 /// Everything the request handlers work on.
 pub struct Broker {
@@ -28,6 +29,8 @@ pub struct Broker {
     pub producer_ids: ProducerIdManager,
     /// Consumer groups and their committed offsets.
     pub groups: Arc<GroupService>,
+    /// Transactions.
+    pub txns: Arc<TxnService>,
     /// KIP-227 fetch sessions.
     fetch_sessions: Mutex<FetchSessionCache>,
     /// Bumped whenever any partition's high watermark moves; long-polling fetches wait on it.
@@ -60,6 +63,11 @@ impl Broker {
             config.consumer_group.clone(),
             Arc::clone(&hw_changed),
         )?;
+        let txns = TxnService::open(
+            &dir.join("meta"),
+            config.txn.clone(),
+            Arc::clone(&hw_changed),
+        )?;
         let partitions: usize = topics
             .list()
             .iter()
@@ -79,6 +87,7 @@ impl Broker {
             topics,
             producer_ids,
             groups,
+            txns,
             hw_changed,
             _lock: lock,
         }))
@@ -157,8 +166,72 @@ impl Broker {
         }
     }
 
-    /// Starts the periodic retention task and the consumer-group timer.
+    /// Writes a finished transaction's markers to every partition, applies or drops its
+    /// transactional offsets, and records the transaction complete. Partitions of deleted
+    /// topics are skipped. Idempotent: a retry after a failure writes markers again, which
+    /// readers treat as no-ops.
+    pub async fn complete_transaction(
+        &self,
+        job: courier_coordinator::txn::MarkerJob,
+    ) -> Result<(), BrokerError> {
+        let mut waits = Vec::new();
+        for (topic, index) in &job.partitions {
+            let Some(partition) = self.topics.get(topic).and_then(|t| t.partition(*index)) else {
+                tracing::warn!(
+                    topic,
+                    partition = index,
+                    "transaction partition no longer exists; no marker"
+                );
+                continue;
+            };
+            let end = partition.append_marker(job.producer_id, job.producer_epoch, job.commit)?;
+            waits.push((partition, end));
+        }
+        for (partition, end) in waits {
+            partition.wait_durable(end, Duration::from_secs(30)).await?;
+        }
+        for group in &job.groups {
+            self.groups
+                .end_txn(group, job.producer_id, job.commit)
+                .await?;
+        }
+        self.txns.complete(&job.transactional_id).await?;
+        tracing::debug!(transactional_id = %job.transactional_id, commit = job.commit, partitions = job.partitions.len(), "transaction complete");
+        Ok(())
+    }
+
+    /// Runs a marker job in the background; a failure is logged and retried by the timer.
+    pub fn spawn_completion(self: &Arc<Self>, job: courier_coordinator::txn::MarkerJob) {
+        let broker = Arc::clone(self);
+        tokio::spawn(async move {
+            let id = job.transactional_id.clone();
+            if let Err(e) = broker.complete_transaction(job).await {
+                tracing::warn!(transactional_id = %id, error = %e, "writing transaction markers failed; will retry");
+            }
+        });
+    }
+
+    /// Starts the periodic retention task, the consumer-group timer and the transaction timer
+    /// (timeouts, and completing transactions a crash left prepared).
     pub fn start_background_tasks(self: &Arc<Self>) {
+        for job in self.txns.pending_markers() {
+            tracing::info!(transactional_id = %job.transactional_id, commit = job.commit, "completing a transaction left prepared by a crash");
+            self.spawn_completion(job);
+        }
+        let weak_txn = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1000));
+            loop {
+                tick.tick().await;
+                let Some(broker) = weak_txn.upgrade() else {
+                    return;
+                };
+                match broker.txns.expire().await {
+                    Ok(jobs) => jobs.into_iter().for_each(|j| broker.spawn_completion(j)),
+                    Err(e) => tracing::warn!(error = %e, "transaction timeout check failed"),
+                }
+            }
+        });
         let weak_groups = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -188,6 +261,9 @@ impl Broker {
     /// Closes every partition cleanly so the next start skips recovery.
     pub fn shutdown(&self) {
         self.topics.close_all();
+        if let Err(e) = self.txns.close() {
+            tracing::error!(error = %e, "closing the transaction log failed; the next start will recover it");
+        }
         if let Err(e) = self.groups.close() {
             tracing::error!(error = %e, "closing the offsets log failed; the next start will recover it");
         }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use courier_coordinator::consumer::ConsumerConfig;
 use courier_coordinator::group::GroupConfig;
+use courier_coordinator::txn::TxnConfig;
 
 use crate::topic_config::TopicDefaults;
 
@@ -39,6 +40,8 @@ pub struct BrokerConfig {
     pub group: GroupConfig,
     /// KIP-848 consumer-protocol settings (group.consumer.* settings).
     pub consumer_group: ConsumerConfig,
+    /// Transaction settings (transaction.max.timeout.ms).
+    pub txn: TxnConfig,
 }
 
 impl Default for BrokerConfig {
@@ -58,6 +61,7 @@ impl Default for BrokerConfig {
             cluster_id: None,
             group: GroupConfig::default(),
             consumer_group: ConsumerConfig::default(),
+            txn: TxnConfig::default(),
         }
     }
 }

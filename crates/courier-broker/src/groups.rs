@@ -330,6 +330,54 @@ impl GroupService {
         Ok(results)
     }
 
+    /// TxnOffsetCommit: persisted as pending offsets of the producer's transaction.
+    pub async fn txn_commit(
+        &self,
+        group: &str,
+        producer_id: i64,
+        offsets: &[(String, i32, i64, i32, String)],
+    ) -> Result<PartitionResults, BrokerError> {
+        let end = {
+            let mut inner = self.lock();
+            let (records, results) =
+                inner
+                    .coordinator
+                    .prepare_txn_commit(group, producer_id, offsets, now_ms());
+            if records.is_empty() {
+                return Ok(results);
+            }
+            (Self::append(&mut inner, &self.log, records)?, results)
+        };
+        self.persist(end.0).await?;
+        Ok(end.1)
+    }
+
+    /// The end of a transaction: its pending offsets in `group` apply (commit) or vanish.
+    pub async fn end_txn(
+        &self,
+        group: &str,
+        producer_id: i64,
+        commit: bool,
+    ) -> Result<(), BrokerError> {
+        let end = {
+            let mut inner = self.lock();
+            let record = OffsetRecord::TxnEnd {
+                group: group.to_string(),
+                producer_id,
+                commit,
+            };
+            Self::append(&mut inner, &self.log, vec![record])?
+        };
+        self.persist(end).await
+    }
+
+    /// True while an open transaction holds an uncommitted offset for the partition.
+    pub fn has_pending_txn_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.lock()
+            .coordinator
+            .has_pending_txn_offset(group, topic, partition)
+    }
+
     /// OffsetFetch for one group.
     pub fn fetch_offsets(
         &self,

@@ -25,6 +25,7 @@ pub mod producer_ids;
 pub mod topic_config;
 pub mod topic_name;
 pub mod topics;
+pub mod transactions;
 
 pub use broker::Broker;
 pub use config::BrokerConfig;

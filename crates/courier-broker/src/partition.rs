@@ -19,12 +19,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use courier_storage::{FetchDataInfo, Log, LogAppendInfo, LogConfig, RecoveryReport};
+use courier_storage::{AppendOrigin, FetchDataInfo, Log, LogAppendInfo, LogConfig, RecoveryReport};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::error::BrokerError;
 use crate::now_ms;
+
+/// What a consumer's read returns: the data, the last stable offset, and the aborted
+/// transactions (producer id, first offset) overlapping the data (read_committed only).
+pub type IsolatedRead = (FetchDataInfo, u64, Vec<(i64, u64)>);
 
 /// A partition of a topic, shared by every connection that produces to or fetches from it.
 pub struct Partition {
@@ -112,10 +116,38 @@ impl Partition {
     /// Appends producer batches, assigning offsets. The data is in the OS page cache, not yet
     /// durable; call [`Partition::wait_durable`] for acks=all.
     pub fn append(&self, records: &Bytes, acks: i16) -> Result<LogAppendInfo, BrokerError> {
+        self.append_from(records, AppendOrigin::Client, acks)
+    }
+
+    /// Appends a COMMIT or ABORT marker for a producer's transaction and returns the offset
+    /// to wait for (see [`Partition::wait_durable`]).
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<u64, BrokerError> {
+        let marker = Bytes::from(courier_storage::batch_builder::control_batch(
+            producer_id,
+            epoch,
+            now_ms(),
+            commit,
+        ));
+        let info = self.append_from(&marker, AppendOrigin::Coordinator, -1)?;
+        Ok(info.last_offset + 1)
+    }
+
+    /// Appends as `origin` (only the broker's coordinators may write control batches).
+    pub fn append_from(
+        &self,
+        records: &Bytes,
+        origin: AppendOrigin,
+        acks: i16,
+    ) -> Result<LogAppendInfo, BrokerError> {
         if self.offline.load(Ordering::Acquire) {
             return Err(BrokerError::StorageOffline(self.name()));
         }
-        let info = self.with_log(|log| Ok(log.append(records, now_ms())?))?;
+        let info = self.with_log(|log| Ok(log.append_from(records, origin, now_ms())?))?;
         if acks == -1 {
             self.urgent.store(true, Ordering::Release);
         }
@@ -154,6 +186,34 @@ impl Partition {
     /// The next offset to be assigned (may be above the high watermark until the next sync).
     pub fn log_end_offset(&self) -> u64 {
         self.with_log(|log| Ok(log.log_end_offset())).unwrap_or(0)
+    }
+
+    /// The last stable offset: below it, every transaction is decided (committed or aborted).
+    pub fn last_stable_offset(&self) -> u64 {
+        let hw = self.high_watermark();
+        self.with_log(|log| Ok(log.last_stable_offset(hw)))
+            .unwrap_or(hw)
+    }
+
+    /// Reads whole batches from `offset` for a consumer: below the high watermark, or below
+    /// the last stable offset for read_committed, which also gets the aborted transactions
+    /// (producer id, first offset) overlapping what was read.
+    pub fn read_isolated(
+        &self,
+        offset: u64,
+        max_bytes: u32,
+        read_committed: bool,
+    ) -> Result<IsolatedRead, BrokerError> {
+        let hw = self.high_watermark();
+        self.with_log(|log| {
+            let lso = log.last_stable_offset(hw);
+            let data = log.read(offset, max_bytes, if read_committed { lso } else { hw })?;
+            let aborted = match (read_committed, data.last_offset) {
+                (true, Some(last)) => log.aborted_transactions(offset, last + 1)?,
+                _ => Vec::new(),
+            };
+            Ok((data, lso, aborted))
+        })
     }
 
     /// Reads whole batches from `offset`, below the high watermark.

@@ -15,6 +15,32 @@ fn range<Req: Message, Resp: Message>(min: i16, max: i16) -> VersionRange {
 pub fn supported_apis() -> Vec<(ApiKey, VersionRange)> {
     let mut apis = vec![
         (
+            ApiKey::AddPartitionsToTxn,
+            // v4+ are broker-to-broker (KIP-890 verification); clients use 0-3.
+            range::<AddPartitionsToTxnRequest, AddPartitionsToTxnResponse>(0, 3),
+        ),
+        (
+            ApiKey::AddOffsetsToTxn,
+            range::<AddOffsetsToTxnRequest, AddOffsetsToTxnResponse>(0, 3),
+        ),
+        (
+            // v5 bumps the epoch on every EndTxn (KIP-890 part 2), not served yet.
+            ApiKey::EndTxn,
+            range::<EndTxnRequest, EndTxnResponse>(0, 4),
+        ),
+        (
+            ApiKey::TxnOffsetCommit,
+            range::<TxnOffsetCommitRequest, TxnOffsetCommitResponse>(0, 3),
+        ),
+        (
+            ApiKey::DescribeTransactions,
+            range::<DescribeTransactionsRequest, DescribeTransactionsResponse>(0, i16::MAX),
+        ),
+        (
+            ApiKey::ListTransactions,
+            range::<ListTransactionsRequest, ListTransactionsResponse>(0, i16::MAX),
+        ),
+        (
             ApiKey::InitProducerId,
             range::<InitProducerIdRequest, InitProducerIdResponse>(0, i16::MAX),
         ),

@@ -65,6 +65,21 @@ pub fn coordinator(e: &CoordinatorError) -> i16 {
     err.code()
 }
 
+/// The Kafka error code for a transaction refusal. Fencing is PRODUCER_FENCED for request
+/// versions that know it (`producer_fenced`) and INVALID_PRODUCER_EPOCH before, as in Kafka.
+pub fn txn(e: &courier_coordinator::txn::TxnError, producer_fenced: bool) -> i16 {
+    use courier_coordinator::txn::TxnError;
+    let err = match e {
+        TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
+        TxnError::ProducerFenced if producer_fenced => ResponseError::ProducerFenced,
+        TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+        TxnError::InvalidTxnState => ResponseError::InvalidTxnState,
+    };
+    err.code()
+}
+
 /// A coordinator outcome as a code: 0 for success.
 pub fn coordinator_outcome(e: Option<&CoordinatorError>) -> i16 {
     e.map(coordinator).unwrap_or(0)

@@ -43,8 +43,16 @@ pub async fn route(ctx: &Arc<Context>, req: DecodedRequest, peer: std::net::Sock
             Reply::now(ResponseKind::AlterConfigs(alter_configs::handle(ctx, r)))
         }
         RequestKind::DeleteRecords(r) => delete_records::handle(ctx, r),
-        RequestKind::InitProducerId(r) => Reply::now(ResponseKind::InitProducerId(
-            init_producer_id::handle(ctx, r),
+        RequestKind::InitProducerId(r) => init_producer_id::handle(ctx, r),
+        RequestKind::AddPartitionsToTxn(r) => add_partitions_to_txn::handle(ctx, version, r),
+        RequestKind::AddOffsetsToTxn(r) => add_offsets_to_txn::handle(ctx, version, r),
+        RequestKind::EndTxn(r) => end_txn::handle(ctx, version, r),
+        RequestKind::TxnOffsetCommit(r) => txn_offset_commit::handle(ctx, version, r),
+        RequestKind::DescribeTransactions(r) => Reply::now(ResponseKind::DescribeTransactions(
+            describe_transactions::handle(ctx, r),
+        )),
+        RequestKind::ListTransactions(r) => Reply::now(ResponseKind::ListTransactions(
+            list_transactions::handle(ctx, r),
         )),
         RequestKind::FindCoordinator(r) => Reply::now(ResponseKind::FindCoordinator(
             find_coordinator::handle(ctx, version, r),

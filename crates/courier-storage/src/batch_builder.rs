@@ -66,6 +66,28 @@ pub fn idempotent_batch(
     encode(0, records, &producer)
 }
 
+/// An uncompressed batch from a transactional producer: as [`idempotent_batch`], with the
+/// transactional attribute (bit 4) set. The first such batch of a producer with no ongoing
+/// transaction starts one in the partition.
+///
+/// # Panics
+/// As [`compressed_batch`].
+pub fn transactional_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    records: &[NewRecord],
+) -> Vec<u8> {
+    let producer = Producer {
+        id: producer_id,
+        epoch: producer_epoch,
+        base_sequence,
+        transactional: true,
+        control: false,
+    };
+    encode(0, records, &producer)
+}
+
 /// A transaction marker as the transaction coordinator writes it: a transactional control
 /// batch of one control record (key: version 0, type 1 commit / 0 abort; value: version 0,
 /// `coordinator_epoch` 0) with base sequence -1. Only [`AppendOrigin::Coordinator`]
@@ -191,6 +213,17 @@ mod tests {
             );
             assert_eq!(h.records_count, 2);
         }
+    }
+
+    #[test]
+    fn transactional_batches_set_only_the_transactional_bit() {
+        let b = transactional_batch(9, 3, 4, &[NewRecord::new(1, b"k", b"v")]);
+        let h = validate_batches(&b, 1 << 20).expect("valid")[0];
+        assert!(h.is_transactional() && !h.is_control());
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (9, 3, 4)
+        );
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! Kafka v2 record batches stored exactly as the producer sent them (only the 8-byte
 //! `base_offset` is rewritten; compressed batches are never recompressed), a sparse `.index`
 //! (relative offset `u32` BE, file position `u32` BE) and a `.timeindex` (timestamp `i64` BE,
-//! relative offset `u32` BE), one entry per `index.interval.bytes`. Nothing here touches a
-//! socket or reads a clock: the current time is always passed in as `now_ms`.
+//! relative offset `u32` BE), one entry per `index.interval.bytes`, and a `.txnindex` of the
+//! transactions aborted by markers in the segment (Kafka's 34-byte `AbortedTxn` entries; empty
+//! when there are none). Nothing here touches a socket or reads a clock: the current time is
+//! always passed in as `now_ms`.
 //!
 //! Modules, from the bytes up:
 //! * [`batch`]: batch headers and validation of producer input (CRC32C, lengths, counts).
@@ -14,8 +16,12 @@
 //! * [`Log`] (`log.rs`): the segments of a partition and the append path; `read.rs` the fetch
 //!   path; `lookup.rs` `ListOffsets` by timestamp; `retention.rs` `DeleteRecords` and
 //!   retention; `recovery.rs` opening after a crash; `checkpoint.rs` the small durable files.
-//! * [`producer_state`]: the idempotent producers' sequence state, a plain state machine checked
-//!   on every append; `producer_snapshot.rs` its snapshot files and rebuilding it at open.
+//! * [`producer_state`]: the idempotent producers' sequence state and ongoing transactions, a
+//!   plain state machine checked on every append; `producer_snapshot.rs` its snapshot files
+//!   and rebuilding it at open.
+//! * [`control`]: reading ABORT/COMMIT out of a transaction marker; `txn_index.rs` the
+//!   `.txnindex` format; `transactions.rs` the last stable offset, the aborted transactions a
+//!   fetch reports, and keeping the `.txnindex` files right across crashes.
 //!
 //! # Durability: what is on disk when
 //!
@@ -23,9 +29,13 @@
 //!   readable, and will be lost in a power failure unless synced. The group-commit syncer calls
 //!   [`Log::sync_target`] and then [`SyncTarget::sync`] (`fdatasync` of the active segment);
 //!   when that returns `Ok`, every offset below the target's `log_end_offset` is durable.
-//! * When a segment rolls, its `.log`, `.index` and `.timeindex` are fsynced before the next
-//!   segment is created, and the directory is fsynced after every file creation, rename or
-//!   deletion. So only the active (last) segment can have an unsynced tail.
+//!   An ABORT marker's `.txnindex` entry is written before its append returns, and the same
+//!   `SyncTarget::sync` fdatasyncs the active `.txnindex` when it has new entries, so the
+//!   entry is durable whenever the marker is.
+//! * When a segment rolls, its `.log`, `.index`, `.timeindex` and `.txnindex` are fsynced
+//!   before the next segment is created, and the directory is fsynced after every file
+//!   creation, rename or deletion. So only the active (last) segment can have an unsynced
+//!   tail.
 //! * The active segment's indexes live in memory and are written when it rolls or on a clean
 //!   [`Log::close`]. Sealed segments' indexes are loaded lazily on first use, so opening a log
 //!   does not get slower as old segments accumulate.
@@ -41,13 +51,19 @@
 //!   rename, directory fsync) when a segment rolls, on a clean close, and when the log start
 //!   offset passes every snapshot; the newest two are kept. `open` loads the newest valid one
 //!   at or below the log end offset and replays batch headers after it (none after a clean
-//!   close, the active segment after a crash, the whole log if no snapshot is usable).
+//!   close, the active segment after a crash, the whole log if no snapshot is usable). The
+//!   replay also reads each marker's control record, rebuilding the ongoing transactions and
+//!   the active segment's `.txnindex` entries after the snapshot; the active `.txnindex` is
+//!   fsynced before any snapshot inside that segment is written. A missing or damaged
+//!   `.txnindex` of a sealed segment is rebuilt when first needed by replaying the log up to
+//!   it (logged). Version-1 snapshots (before transactions) are ignored, forcing one replay.
 //! * If a write or an fsync fails the log is poisoned: every later append, sync, retention pass
 //!   and close returns [`StorageError::Poisoned`] instead of pretending. Reopening recovers.
 
 pub mod batch;
 pub mod batch_builder;
 pub mod checkpoint;
+pub mod control;
 mod decompress;
 mod error;
 mod index;
@@ -61,6 +77,8 @@ mod recovery;
 mod retention;
 mod segment;
 mod sync;
+mod transactions;
+mod txn_index;
 
 pub use error::StorageError;
 pub use log::{AppendOrigin, BatchInfo, Log, LogAppendInfo, LogConfig};

@@ -1,7 +1,8 @@
 //! [`Log`]: one partition's durable log, a sequence of segments, and its append path.
 //!
 //! Reads live in `read.rs`, timestamp lookups in `lookup.rs`, retention and `DeleteRecords`
-//! in `retention.rs`, opening and crash recovery in `recovery.rs`.
+//! in `retention.rs`, opening and crash recovery in `recovery.rs`, transactions (LSO, aborted
+//! transactions, their index at open) in `transactions.rs`.
 
 use std::path::{Path, PathBuf};
 
@@ -11,12 +12,14 @@ use crate::batch::{
     header_for_append, parse_header, validate_batches, BatchHeader, BATCH_HEADER_LEN,
 };
 use crate::checkpoint::{sync_dir, write_clean_shutdown_marker};
+use crate::control::{control_record_type, ControlRecordType};
 use crate::error::{Result, StorageError};
 use crate::producer_snapshot::write_snapshot;
 use crate::producer_state::{ProducerCheck, ProducerStateManager};
 use crate::recovery::{open_dir, RecoveryReport};
 use crate::segment::Segment;
 use crate::sync::{Poison, SyncTarget};
+use crate::txn_index::AbortedTxn;
 
 /// Per-topic settings that shape the log. Field docs name the Kafka topic config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,8 +181,16 @@ impl Log {
     /// otherwise); a retry of one of the producer's last five batches returns the original
     /// offsets with `duplicate: true` and writes nothing; an out-of-order sequence, an unknown
     /// producer not starting at 0 or a fenced epoch is refused with
-    /// `OutOfOrderSequence`, `UnknownProducerId` or `InvalidProducerEpoch`. Control batches
-    /// (coordinator only) are not sequence-checked; they only advance the producer's epoch.
+    /// `OutOfOrderSequence`, `UnknownProducerId` or `InvalidProducerEpoch`. Transactional
+    /// batches take the same checks, and the first one of a producer with no ongoing
+    /// transaction starts one at its base offset.
+    ///
+    /// Control batches (coordinator only) are transaction markers: each must carry a producer
+    /// id, be uncompressed and hold exactly one control record whose key parses as ABORT or
+    /// COMMIT (`InvalidRecord` otherwise). They are not sequence-checked, but one with an epoch
+    /// older than the producer's is fenced (`InvalidProducerEpoch`). A marker ends its
+    /// producer's transaction; an ABORT's entry is written to the active segment's
+    /// `.txnindex` before this returns (page cache, synced by [`SyncTarget::sync`]).
     pub fn append_from(
         &mut self,
         records: &Bytes,
@@ -193,6 +204,7 @@ impl Log {
                 "clients may not write control batches".to_string(),
             ));
         }
+        let markers = parse_markers(records, &headers)?;
         if let Some(duplicate) = self.check_producers(&headers)? {
             return Ok(duplicate);
         }
@@ -259,13 +271,32 @@ impl Log {
             });
             written_headers.push(written);
         }
-        for (written, info) in written_headers.iter().zip(&batches) {
-            self.producers
-                .update(written, info.base_offset, info.last_offset, now_ms);
+        let mut aborted = Vec::new();
+        for ((written, info), marker) in written_headers.iter().zip(&batches).zip(&markers) {
+            let Some(marker) = marker else {
+                self.producers
+                    .update(written, info.base_offset, info.last_offset, now_ms);
+                continue;
+            };
+            let completed =
+                self.producers
+                    .end_transaction(written, info.base_offset, *marker, now_ms);
+            if let Some(txn) = completed.filter(|txn| txn.aborted) {
+                aborted.push(AbortedTxn::from(txn));
+            }
         }
         self.log_end_offset = last_offset + 1;
         self.size_bytes += records.len() as u64;
         self.rolling_base_ms.get_or_insert(now_ms);
+        if !aborted.is_empty() {
+            let poison = self.poison.clone();
+            let active = self.active_mut()?;
+            poison.guard(|| {
+                aborted
+                    .into_iter()
+                    .try_for_each(|entry| active.append_aborted_txn(entry))
+            })?;
+        }
         Ok(LogAppendInfo {
             base_offset,
             last_offset,
@@ -352,6 +383,7 @@ impl Log {
         poison.guard(|| {
             let active = self.active_mut()?;
             seal_and_persist(active)?;
+            active.txn_file = None;
             let segment = Segment::create(&dir, base)?;
             sync_dir(&dir)?;
             self.segments.push(segment);
@@ -413,8 +445,12 @@ impl Log {
     /// The active segment's file and the log end offset at this instant; `fdatasync` of that
     /// file makes every offset below the returned log end offset durable.
     pub fn sync_target(&self) -> SyncTarget {
-        let (file, path) = match self.segments.last() {
-            Some(active) => (active.file.clone(), active.log_path.clone()),
+        let (file, path, txn_index) = match self.segments.last() {
+            Some(active) => (
+                active.file.clone(),
+                active.log_path.clone(),
+                active.txn_file.clone(),
+            ),
             // Unreachable: a log always has an active segment. Syncing the first is harmless.
             None => unreachable_segments(),
         };
@@ -423,6 +459,7 @@ impl Log {
             log_end_offset: self.log_end_offset,
             poison: self.poison.clone(),
             path,
+            txn_index,
         }
     }
 
@@ -461,7 +498,45 @@ impl Log {
     }
 }
 
-/// Writes the final time-index entry and both index files, then fsyncs the `.log`.
+/// The marker type of each batch in `records` (`None` for data batches), checking that every
+/// control batch is a well-formed transaction marker; `InvalidRecord` if one is not.
+fn parse_markers(
+    records: &[u8],
+    headers: &[BatchHeader],
+) -> Result<Vec<Option<ControlRecordType>>> {
+    let mut position = 0usize;
+    let mut out = Vec::with_capacity(headers.len());
+    for header in headers {
+        let batch = &records[position..position + header.size()];
+        position += header.size();
+        if !header.is_control() {
+            out.push(None);
+            continue;
+        }
+        let invalid = |reason: String| {
+            StorageError::InvalidRecord(format!(
+                "control batch of producer {}: {reason}",
+                header.producer_id
+            ))
+        };
+        if header.producer_id < 0 {
+            return Err(invalid(
+                "a transaction marker needs a producer id".to_string(),
+            ));
+        }
+        if header.records_count != 1 {
+            return Err(invalid(format!(
+                "holds {} records, a marker holds one",
+                header.records_count
+            )));
+        }
+        out.push(Some(control_record_type(batch, header).map_err(invalid)?));
+    }
+    Ok(out)
+}
+
+/// Writes the final time-index entry and both index files, then fsyncs the `.log` (and the
+/// active segment's `.txnindex`).
 fn seal_and_persist(segment: &mut Segment) -> Result<()> {
     let base = segment.base_offset;
     if let Some(indexes) = segment.indexes.get_mut() {

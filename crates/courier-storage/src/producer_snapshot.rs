@@ -14,6 +14,12 @@
 //! of every segment from the log start offset are replayed (logged), and a snapshot is written
 //! so the next open is cheap again. Replayed batches count as appended at the time of opening,
 //! so recovery never makes a producer expire sooner than it would have.
+//!
+//! The replay also rebuilds the ongoing transactions (markers are read for their type) and
+//! the active segment's aborted-transaction entries at or after the snapshot's offset
+//! (`transactions.rs`). Before a snapshot is written at an offset inside the active segment,
+//! that segment's `.txnindex` is fsynced, so its entries below the offset can be trusted at
+//! the next open.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +29,7 @@ use crate::log::Log;
 use crate::producer_state::ProducerStateManager;
 use crate::recovery::RecoveryReport;
 use crate::segment::file_stem;
+use crate::txn_index::AbortedTxn;
 
 /// Snapshots kept on disk; older ones are deleted when a new one is written.
 pub(crate) const SNAPSHOTS_KEPT: usize = 2;
@@ -138,6 +145,7 @@ impl Log {
             }
         }
         let full_replay = loaded.is_none();
+        self.producers = ProducerStateManager::new();
         let from = match loaded {
             Some((offset, state)) => {
                 self.producers = state;
@@ -154,80 +162,45 @@ impl Log {
                 self.log_start_offset
             }
         };
-        report.producer_batches_replayed = self.replay_producer_state(from, now_ms)?;
+        let (replayed, aborted) = self.replay_producer_state(from, now_ms)?;
+        report.producer_batches_replayed = replayed;
+        report.txn_index_rewritten = self.recover_active_txn_index(from, aborted)?;
         report.producers = self.producers.len();
+        report.ongoing_transactions = self.producers.ongoing_transactions().len();
         if full_replay && report.producer_batches_replayed > 0 {
-            write_snapshot(&dir, &self.producers, self.log_end_offset)?;
+            self.snapshot_at_log_end()?;
         }
         Ok(())
     }
 
-    /// Applies the header of every batch ending at or after `from` to the producer state, as
-    /// if appended at `now_ms`. Reads headers only (one 61-byte `pread` per batch). A sealed
-    /// segment whose data does not parse stops the replay of that segment (logged): its
-    /// producers' state may then be older than the log, which costs at worst a rejected retry.
-    fn replay_producer_state(&mut self, from: u64, now_ms: i64) -> Result<u64> {
-        let mut state = std::mem::take(&mut self.producers);
-        let replayed = self.replay_into(&mut state, from, now_ms);
-        self.producers = state;
-        replayed
-    }
-
-    /// The body of [`Log::replay_producer_state`], with the state moved out of `self`.
-    fn replay_into(&self, state: &mut ProducerStateManager, from: u64, now_ms: i64) -> Result<u64> {
-        let mut replayed = 0u64;
+    /// Applies every batch ending at or after `from` to the producer state, as if appended at
+    /// `now_ms` (one 61-byte header `pread` per batch, plus the control record of each
+    /// marker). A segment whose data does not parse stops the replay of that segment
+    /// (logged): its producers' state may then be older than the log, which costs at worst a
+    /// rejected retry. Returns the batches replayed and the ABORTs found in the active
+    /// segment.
+    fn replay_producer_state(&mut self, from: u64, now_ms: i64) -> Result<(u64, Vec<AbortedTxn>)> {
         if from >= self.log_end_offset {
-            return Ok(0);
+            return Ok((0, Vec::new()));
         }
-        let first = self.segment_for(from);
-        for i in first..self.segments.len() {
-            let segment = &self.segments[i];
-            let start = if i == first {
-                let indexes = self.segment_indexes(i)?;
-                match segment.find_batch(indexes, from) {
-                    Ok(Some((position, _))) => position,
-                    Ok(None) => continue,
-                    Err(e @ StorageError::CorruptSegment { .. }) => {
-                        warn_replay_stopped(segment.base_offset, &e);
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
-            } else {
-                0
-            };
-            let mut position = start;
-            loop {
-                let header = match segment.header_at(position) {
-                    Ok(Some(header)) => header,
-                    Ok(None) => break,
-                    Err(e @ StorageError::CorruptSegment { .. }) => {
-                        warn_replay_stopped(segment.base_offset, &e);
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                };
-                position += header.size() as u64;
-                let (Ok(base), Ok(last)) = (
-                    u64::try_from(header.base_offset),
-                    u64::try_from(header.last_offset()),
-                ) else {
-                    continue;
-                };
-                if last < from || last < base {
-                    continue;
-                }
-                state.update(&header, base, last, now_ms);
-                replayed += 1;
+        let mut state = std::mem::take(&mut self.producers);
+        let active = self.segments.len().saturating_sub(1);
+        let mut aborted = Vec::new();
+        let replayed = self.replay_batches(&mut state, from, active, now_ms, &mut |i, txn| {
+            if i == active && txn.aborted {
+                aborted.push(AbortedTxn::from(txn));
             }
-        }
-        Ok(replayed)
+        });
+        self.producers = state;
+        Ok((replayed?, aborted))
     }
 
-    /// Writes a snapshot of the producer state at the log end offset. Used when the log start
-    /// offset passes every snapshot, so that a crash does not force a replay that has lost the
-    /// deleted batches' producers.
+    /// Writes a snapshot of the producer state at the log end offset, after fsyncing the
+    /// active segment's `.txnindex` (the snapshot vouches for its entries below that offset).
+    /// Used when the log start offset passes every snapshot, so that a crash does not force a
+    /// replay that has lost the deleted batches' producers, and after a full replay at open.
     fn snapshot_at_log_end(&self) -> Result<()> {
+        self.sync_active_txn_index()?;
         write_snapshot(&self.dir, &self.producers, self.log_end_offset)
     }
 
@@ -271,12 +244,4 @@ impl Log {
     pub fn producer_state(&self) -> &ProducerStateManager {
         &self.producers
     }
-}
-
-/// Logs that replaying producer state stopped early in the segment at `base_offset`.
-fn warn_replay_stopped(base_offset: u64, error: &StorageError) {
-    tracing::warn!(
-        segment_base_offset = base_offset, %error,
-        "segment does not parse; producer state replay skips the rest of it"
-    );
 }

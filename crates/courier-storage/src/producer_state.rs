@@ -17,12 +17,22 @@
 //!   (wrapping from `i32::MAX` to 0), else `OutOfOrderSequence`.
 //!
 //! Control batches (transaction markers, written only by the broker's coordinators) carry a
-//! producer id and epoch but sequence -1: they are not sequence-checked; they only move the
-//! producer to a newer epoch and refresh its timestamp.
+//! producer id and epoch but sequence -1: they are not sequence-checked, but a marker with an
+//! epoch older than the producer's is fenced (`InvalidProducerEpoch`): it comes from a zombie
+//! coordinator request. A marker moves the producer to a newer epoch and refreshes its
+//! timestamp.
+//!
+//! Transactions (KIP-98): a transactional data batch of a producer with no ongoing transaction
+//! starts one at the batch's base offset ([`ProducerEntry::current_txn_first_offset`]); the
+//! producer's next marker ([`ProducerStateManager::end_transaction`]) ends it. The ongoing
+//! transactions are also kept ordered by first offset, so the first unstable offset (and with
+//! it the last stable offset) is an `O(log n)` lookup. A producer with an ongoing transaction
+//! never expires.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::batch::BatchHeader;
+use crate::control::ControlRecordType;
 use crate::error::{Result, StorageError};
 
 mod snapshot;
@@ -60,6 +70,9 @@ pub struct ProducerEntry {
     /// When the producer last appended (the broker's clock at append, or at recovery for
     /// batches replayed from the log); drives expiry.
     pub last_timestamp_ms: i64,
+    /// Offset of the first batch of the producer's ongoing transaction; `None` when it has
+    /// none. Set by a transactional data batch, cleared by a marker.
+    pub current_txn_first_offset: Option<u64>,
 }
 
 impl ProducerEntry {
@@ -89,6 +102,24 @@ pub enum ProducerCheck {
     },
 }
 
+/// A transaction ended by a marker, as [`ProducerStateManager::end_transaction`] reports it
+/// (Kafka's `CompletedTxn`, plus the LSO right after it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    /// The producer whose transaction ended.
+    pub producer_id: i64,
+    /// Its first offset; the marker's own offset if the producer had no ongoing transaction
+    /// (as Kafka does, e.g. for an abort of a transaction that wrote nothing here).
+    pub first_offset: u64,
+    /// The marker's offset.
+    pub last_offset: u64,
+    /// Whether the marker was an ABORT.
+    pub aborted: bool,
+    /// The first offset of the earliest transaction still ongoing after this one ended, or
+    /// `last_offset + 1` if none is: the last stable offset right after the marker.
+    pub last_stable_offset: u64,
+}
+
 /// The producer state of one partition: producer id to [`ProducerEntry`].
 ///
 /// Grows by one entry per idempotent producer that writes to the partition; entries go when
@@ -97,6 +128,9 @@ pub enum ProducerCheck {
 pub struct ProducerStateManager {
     /// Every producer id with state, whatever its age; expiry removes them.
     producers: HashMap<i64, ProducerEntry>,
+    /// `(first_offset, producer_id)` of every ongoing transaction: the same facts as the
+    /// entries' `current_txn_first_offset`, ordered so the earliest is found in `O(log n)`.
+    ongoing: BTreeSet<(u64, i64)>,
 }
 
 /// `sequence + increment` with Kafka's wrap-around: past `i32::MAX` the sequence continues at
@@ -132,7 +166,16 @@ impl ProducerStateManager {
             return Ok(ProducerCheck::NotIdempotent);
         }
         if header.is_control() {
-            return Ok(ProducerCheck::Append);
+            return match self.producers.get(&producer_id) {
+                Some(entry) if header.producer_epoch < entry.epoch => {
+                    Err(StorageError::InvalidProducerEpoch {
+                        producer_id,
+                        epoch: header.producer_epoch,
+                        current_epoch: entry.epoch,
+                    })
+                }
+                _ => Ok(ProducerCheck::Append),
+            };
         }
         let first_seq = header.base_sequence;
         let Some(entry) = self.producers.get(&producer_id) else {
@@ -182,12 +225,14 @@ impl ProducerStateManager {
         Ok(ProducerCheck::Append)
     }
 
-    /// Records that the batch `header` was appended at `base_offset..=last_offset` at
+    /// Records that the data batch `header` was appended at `base_offset..=last_offset` at
     /// `now_ms`. A newer epoch replaces the producer's epoch and forgets its cached batches;
-    /// a data batch joins the cache (the oldest of more than [`MAX_CACHED_BATCHES`] leaves);
-    /// a control batch only moves the epoch and the timestamp. A batch with an older epoch
-    /// than the entry's (possible only when replaying an inconsistent log) changes nothing,
-    /// and a non-idempotent batch is ignored.
+    /// the batch joins the cache (the oldest of more than [`MAX_CACHED_BATCHES`] leaves); a
+    /// transactional batch of a producer with no ongoing transaction starts one at
+    /// `base_offset`. A batch with an older epoch than the entry's (possible only when
+    /// replaying an inconsistent log) changes nothing, and a non-idempotent batch is ignored.
+    /// Control batches are not handled here (they are ignored): their type is in the record,
+    /// see [`ProducerStateManager::end_transaction`].
     pub fn update(
         &mut self,
         header: &BatchHeader,
@@ -195,29 +240,19 @@ impl ProducerStateManager {
         last_offset: u64,
         now_ms: i64,
     ) {
-        let producer_id = header.producer_id;
-        if producer_id < 0 {
-            return;
-        }
-        let entry = self
-            .producers
-            .entry(producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch: header.producer_epoch,
-                batches: VecDeque::with_capacity(MAX_CACHED_BATCHES),
-                last_timestamp_ms: now_ms,
-            });
-        if header.producer_epoch < entry.epoch {
-            return;
-        }
-        if header.producer_epoch > entry.epoch {
-            entry.epoch = header.producer_epoch;
-            entry.batches.clear();
-        }
-        entry.last_timestamp_ms = entry.last_timestamp_ms.max(now_ms);
         if header.is_control() {
             return;
         }
+        let Some(entry) = self.entry_for_append(header, now_ms) else {
+            return;
+        };
+        if header.is_transactional() && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(base_offset);
+            self.ongoing.insert((base_offset, header.producer_id));
+        }
+        let Some(entry) = self.producers.get_mut(&header.producer_id) else {
+            return;
+        };
         if entry.batches.len() >= MAX_CACHED_BATCHES {
             entry.batches.pop_front();
         }
@@ -230,16 +265,95 @@ impl ProducerStateManager {
         });
     }
 
+    /// Records that the marker `header` of type `marker` was appended at `offset` at
+    /// `now_ms`: moves the producer to the marker's epoch if newer, refreshes its timestamp
+    /// and ends its ongoing transaction. Returns the completed transaction, or `None` if the
+    /// marker changes nothing (no producer id, or an epoch older than the producer's, which
+    /// [`ProducerStateManager::check`] fences and only an inconsistent log can replay).
+    pub fn end_transaction(
+        &mut self,
+        header: &BatchHeader,
+        offset: u64,
+        marker: ControlRecordType,
+        now_ms: i64,
+    ) -> Option<CompletedTxn> {
+        let producer_id = header.producer_id;
+        let entry = self.entry_for_append(header, now_ms)?;
+        let first_offset = entry.current_txn_first_offset.take();
+        if let Some(first) = first_offset {
+            self.ongoing.remove(&(first, producer_id));
+        }
+        Some(CompletedTxn {
+            producer_id,
+            first_offset: first_offset.unwrap_or(offset),
+            last_offset: offset,
+            aborted: marker == ControlRecordType::Abort,
+            last_stable_offset: self
+                .first_unstable_offset()
+                .unwrap_or(offset.saturating_add(1)),
+        })
+    }
+
+    /// The entry a batch of `header` appended at `now_ms` updates: created if new, moved to a
+    /// newer epoch (forgetting its cached batches), its timestamp refreshed. `None` for no
+    /// producer id or an older epoch.
+    fn entry_for_append(
+        &mut self,
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> Option<&mut ProducerEntry> {
+        if header.producer_id < 0 {
+            return None;
+        }
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: header.producer_epoch,
+                batches: VecDeque::with_capacity(MAX_CACHED_BATCHES),
+                last_timestamp_ms: now_ms,
+                current_txn_first_offset: None,
+            });
+        if header.producer_epoch < entry.epoch {
+            return None;
+        }
+        if header.producer_epoch > entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.last_timestamp_ms = entry.last_timestamp_ms.max(now_ms);
+        Some(entry)
+    }
+
+    /// The first offset of the earliest ongoing transaction, if any (Kafka's
+    /// `firstUnstableOffset`). `O(log n)`.
+    pub fn first_unstable_offset(&self) -> Option<u64> {
+        self.ongoing.first().map(|(offset, _)| *offset)
+    }
+
+    /// `(producer_id, epoch, first_offset)` of every ongoing transaction, earliest first.
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i16, u64)> {
+        self.ongoing
+            .iter()
+            .map(|&(first, producer_id)| {
+                let epoch = self.producers.get(&producer_id).map_or(-1, |e| e.epoch);
+                (producer_id, epoch, first)
+            })
+            .collect()
+    }
+
     /// Forgets every producer that has not appended for `expiration_ms` or longer at `now_ms`
-    /// (`producer.id.expiration.ms`, as Kafka: `now - last >= expiration`). Returns how many
-    /// were removed. A negative `expiration_ms` expires nothing.
+    /// (`producer.id.expiration.ms`, as Kafka: `now - last >= expiration`) and has no ongoing
+    /// transaction. Returns how many were removed. A negative `expiration_ms` expires nothing.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         if expiration_ms < 0 {
             return 0;
         }
         let before = self.producers.len();
-        self.producers
-            .retain(|_, entry| now_ms.saturating_sub(entry.last_timestamp_ms) < expiration_ms);
+        self.producers.retain(|_, entry| {
+            entry.current_txn_first_offset.is_some()
+                || now_ms.saturating_sub(entry.last_timestamp_ms) < expiration_ms
+        });
         before - self.producers.len()
     }
 

@@ -16,6 +16,10 @@ pub(crate) struct RecordMeta {
     pub timestamp_delta: i64,
     /// Added to the batch's `base_offset` to give the record's offset.
     pub offset_delta: i32,
+    /// Where the record's key lies in the records section the walker was given, as
+    /// `(start, end)` byte positions; `None` for a null key. Control records keep their
+    /// marker type here.
+    pub key_span: Option<(usize, usize)>,
 }
 
 /// Reads a zigzag varint of at most 5 bytes (Kafka `varint`).
@@ -44,22 +48,29 @@ fn read_unsigned(buf: &[u8], pos: &mut usize, max_bytes: usize) -> Result<u64, &
     Err("varint is too long")
 }
 
-/// Skips a length-prefixed field; `-1` (null) is allowed only if `nullable`.
-fn skip_bytes(buf: &[u8], pos: &mut usize, nullable: bool) -> Result<(), &'static str> {
+/// Skips a length-prefixed field; `-1` (null) is allowed only if `nullable`. Returns the
+/// field's `(start, end)` within `buf`, `None` for null.
+fn skip_bytes(
+    buf: &[u8],
+    pos: &mut usize,
+    nullable: bool,
+) -> Result<Option<(usize, usize)>, &'static str> {
     let len = read_varint(buf, pos)?;
     if len == -1 && nullable {
-        return Ok(());
+        return Ok(None);
     }
     let len = usize::try_from(len).map_err(|_| "negative field length")?;
+    let start = *pos;
     let end = pos.checked_add(len).ok_or("field length overflows")?;
     if end > buf.len() {
         return Err("field runs past the end of the record");
     }
     *pos = end;
-    Ok(())
+    Ok(Some((start, end)))
 }
 
-/// Parses the body of one record (everything after its length prefix).
+/// Parses the body of one record (everything after its length prefix); spans are relative
+/// to `body`.
 fn parse_body(body: &[u8]) -> Result<RecordMeta, &'static str> {
     let mut pos = 1; // attributes (unused, must exist)
     if body.is_empty() {
@@ -67,7 +78,7 @@ fn parse_body(body: &[u8]) -> Result<RecordMeta, &'static str> {
     }
     let timestamp_delta = read_varlong(body, &mut pos)?;
     let offset_delta = read_varint(body, &mut pos)?;
-    skip_bytes(body, &mut pos, true)?; // key
+    let key_span = skip_bytes(body, &mut pos, true)?;
     skip_bytes(body, &mut pos, true)?; // value
     let headers = read_varint(body, &mut pos)?;
     if headers < 0 {
@@ -83,6 +94,7 @@ fn parse_body(body: &[u8]) -> Result<RecordMeta, &'static str> {
     Ok(RecordMeta {
         timestamp_delta,
         offset_delta,
+        key_span,
     })
 }
 
@@ -115,8 +127,13 @@ impl<'a> RecordIter<'a> {
             .buf
             .get(self.pos..end)
             .ok_or("record runs past the end of the batch")?;
+        let body_start = self.pos;
         self.pos = end;
-        parse_body(body)
+        let mut meta = parse_body(body)?;
+        meta.key_span = meta
+            .key_span
+            .map(|(start, end)| (body_start + start, body_start + end));
+        Ok(meta)
     }
 }
 
@@ -210,6 +227,11 @@ mod tests {
             .expect("parses");
         assert_eq!(metas.len(), 3);
         assert_eq!(metas[2].offset_delta, 2);
+        let section = &b[BATCH_HEADER_LEN..];
+        let key = |m: &RecordMeta| m.key_span.map(|(s, e)| &section[s..e]);
+        assert_eq!(key(&metas[0]), Some(&b"a"[..]));
+        assert_eq!(key(&metas[1]), None, "an empty key is encoded as null");
+        assert_eq!(key(&metas[2]), Some(&b"c"[..]));
         let h = parse_header(&b).expect("header");
         let ts = record_timestamps(&Bytes::from(b), &h).expect("timestamps");
         assert_eq!(ts, vec![(0, 100), (1, 90), (2, 130)]);

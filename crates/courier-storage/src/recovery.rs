@@ -53,6 +53,11 @@ pub struct RecoveryReport {
     pub producer_batches_replayed: u64,
     /// Idempotent producers with state after recovery.
     pub producers: usize,
+    /// Transactions still ongoing after recovery (their markers are not in the log yet).
+    pub ongoing_transactions: usize,
+    /// The active segment's `.txnindex` was rewritten: it was missing or damaged, or replay
+    /// after the producer snapshot found ABORT markers it did not hold (after a crash).
+    pub txn_index_rewritten: bool,
 }
 
 /// The result of reading a segment from its start.
@@ -191,7 +196,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
         }
         match ext {
             "log" => logs.push(base),
-            "index" | "timeindex" => indexes.push((base, entry.path())),
+            "index" | "timeindex" | "txnindex" => indexes.push((base, entry.path())),
             _ => {}
         }
     }

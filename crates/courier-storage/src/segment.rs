@@ -1,4 +1,5 @@
-//! One segment: a `.log` file of whole batches plus its `.index` and `.timeindex`.
+//! One segment: a `.log` file of whole batches plus its `.index`, `.timeindex` and
+//! `.txnindex` (aborted transactions, `txn_index.rs`).
 //!
 //! A segment's indexes are a [`OnceLock`]: the active segment's are built in memory as batches
 //! are appended; a sealed segment's are loaded (and checked, and rebuilt from the `.log` if
@@ -16,6 +17,7 @@ use crate::checkpoint::write_file_atomically;
 use crate::error::{Result, StorageError};
 use crate::index::{read_index_file, OffsetIndex, TimeIndex};
 use crate::recovery::scan_segment;
+use crate::txn_index::{txn_index_path, AbortedTxn, TxnIndexFile};
 
 /// Most iovecs a single `pwritev` accepts on Linux (`IOV_MAX`).
 const IOV_MAX: usize = 1024;
@@ -93,10 +95,17 @@ pub(crate) struct Segment {
     pub size: u64,
     /// Indexes, built on append for the active segment, loaded on first use for sealed ones.
     pub indexes: OnceLock<SegmentIndexes>,
+    /// Aborted transactions whose marker is in this segment: kept up to date on append for
+    /// the active segment, loaded (or rebuilt) on first use for sealed ones.
+    pub aborted_txns: OnceLock<Vec<AbortedTxn>>,
+    /// The open `.txnindex` of the active segment, where appends write new entries; `None`
+    /// for sealed segments, whose file is only read.
+    pub txn_file: Option<TxnIndexFile>,
 }
 
 impl Segment {
-    /// Creates a new, empty segment file (the caller fsyncs the directory).
+    /// Creates a new, empty segment: its `.log` and an empty `.txnindex` (the caller fsyncs
+    /// the directory).
     pub(crate) fn create(dir: &Path, base_offset: u64) -> Result<Segment> {
         let log_path = dir.join(format!("{}.log", file_stem(base_offset)));
         let file = OpenOptions::new()
@@ -105,14 +114,19 @@ impl Segment {
             .create_new(true)
             .open(&log_path)
             .map_err(|e| StorageError::io("create segment", &log_path, e))?;
+        let txn_file = TxnIndexFile::create(txn_index_path(&log_path))?;
         let indexes = OnceLock::new();
         let _ = indexes.set(SegmentIndexes::default());
+        let aborted_txns = OnceLock::new();
+        let _ = aborted_txns.set(Vec::new());
         Ok(Segment {
             base_offset,
             log_path,
             file: Arc::new(file),
             size: 0,
             indexes,
+            aborted_txns,
+            txn_file: Some(txn_file),
         })
     }
 
@@ -134,6 +148,8 @@ impl Segment {
             file: Arc::new(file),
             size,
             indexes: OnceLock::new(),
+            aborted_txns: OnceLock::new(),
+            txn_file: None,
         })
     }
 
@@ -145,6 +161,29 @@ impl Segment {
     /// Path of the `.timeindex` file.
     pub(crate) fn time_index_path(&self) -> PathBuf {
         self.log_path.with_extension("timeindex")
+    }
+
+    /// Path of the `.txnindex` file.
+    pub(crate) fn txn_index_path(&self) -> PathBuf {
+        txn_index_path(&self.log_path)
+    }
+
+    /// Records an aborted transaction whose marker was just appended to this (active)
+    /// segment: in memory and, through `pwrite`, in the `.txnindex` (page cache only; the
+    /// caller poisons the log on failure).
+    pub(crate) fn append_aborted_txn(&mut self, entry: AbortedTxn) -> Result<()> {
+        let path = self.txn_index_path();
+        let (Some(file), Some(entries)) = (self.txn_file.as_ref(), self.aborted_txns.get_mut())
+        else {
+            return Err(StorageError::CorruptSegment {
+                path,
+                position: 0,
+                reason: "aborted transaction for a segment that is not active".to_string(),
+            });
+        };
+        file.write_entry(entries.len(), &entry)?;
+        entries.push(entry);
+        Ok(())
     }
 
     /// Reads exactly `len` bytes at `position`.
@@ -299,11 +338,15 @@ impl Segment {
         self.sync()
     }
 
-    /// `fdatasync` of the `.log` file.
+    /// `fdatasync` of the `.log` file and, for the active segment, its `.txnindex`.
     pub(crate) fn sync(&self) -> Result<()> {
         self.file
             .sync_data()
-            .map_err(|e| StorageError::io("fdatasync", &self.log_path, e))
+            .map_err(|e| StorageError::io("fdatasync", &self.log_path, e))?;
+        match &self.txn_file {
+            Some(txn_file) => txn_file.sync(),
+            None => Ok(()),
+        }
     }
 
     /// Removes the segment's files.
@@ -311,6 +354,7 @@ impl Segment {
         for path in [
             self.index_path(),
             self.time_index_path(),
+            self.txn_index_path(),
             self.log_path.clone(),
         ] {
             match std::fs::remove_file(&path) {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Result, StorageError};
+use crate::txn_index::TxnIndexFile;
 
 /// Set once any write or fsync of the log fails; shared by the log and every [`SyncTarget`].
 #[derive(Debug, Clone)]
@@ -51,9 +52,10 @@ impl Poison {
 }
 
 /// What the group-commit syncer needs to make a prefix of the log durable: the active
-/// segment's file and the log end offset when the target was taken. After
-/// [`SyncTarget::sync`] returns `Ok`, every offset below `log_end_offset` is durable, because
-/// older segments were fsynced when they rolled.
+/// segment's files and the log end offset when the target was taken. After
+/// [`SyncTarget::sync`] returns `Ok`, every offset below `log_end_offset` is durable, and so
+/// is the aborted-transaction index entry of every ABORT marker among them, because older
+/// segments were fsynced (with their indexes) when they rolled.
 #[derive(Debug, Clone)]
 pub struct SyncTarget {
     /// The active segment's `.log` file at the time the target was taken.
@@ -64,18 +66,26 @@ pub struct SyncTarget {
     pub(crate) poison: Poison,
     /// The file's path, for errors.
     pub(crate) path: PathBuf,
+    /// The active segment's `.txnindex`, fdatasynced too when it has unsynced entries.
+    pub(crate) txn_index: Option<TxnIndexFile>,
 }
 
 impl SyncTarget {
-    /// `fdatasync` of the file. Refuses if the log is already poisoned; poisons it on failure
-    /// (a failed fsync may have dropped dirty pages, so nothing written since the last good
-    /// sync can be trusted).
+    /// `fdatasync` of the `.log` file, then of the segment's `.txnindex` if an ABORT marker
+    /// wrote an entry since its last sync (an entry is written before its marker's append
+    /// returns, so every entry of a marker below `log_end_offset` is covered). Refuses if the
+    /// log is already poisoned; poisons it on failure (a failed fsync may have dropped dirty
+    /// pages, so nothing written since the last good sync can be trusted).
     pub fn sync(&self) -> Result<()> {
         self.poison.check()?;
         self.poison.guard(|| {
             self.file
                 .sync_data()
-                .map_err(|e| StorageError::io("fdatasync", &self.path, e))
+                .map_err(|e| StorageError::io("fdatasync", &self.path, e))?;
+            match &self.txn_index {
+                Some(txn_index) => txn_index.sync_if_dirty(),
+                None => Ok(()),
+            }
         })
     }
 }

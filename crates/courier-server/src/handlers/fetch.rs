@@ -9,7 +9,9 @@ use bytes::Bytes;
 use courier_broker::fetch_session::{PartitionKey, SessionError, SessionPartition, SessionPlan};
 use courier_broker::now_ms;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
@@ -90,6 +92,9 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: FetchRequest) -> Reply {
 struct PartitionRead {
     error: i16,
     high_watermark: i64,
+    last_stable_offset: i64,
+    /// (producer id, first offset) of aborted transactions in the returned range.
+    aborted: Vec<(i64, u64)>,
     log_start_offset: i64,
     records: Bytes,
 }
@@ -107,7 +112,7 @@ async fn long_poll(
     let mut changes = ctx.broker.watch_high_watermarks();
     loop {
         changes.borrow_and_update();
-        let reads = read_pass(ctx, &plan, max_bytes);
+        let reads = read_pass(ctx, &plan, max_bytes, req.isolation_level == 1);
         let bytes: usize = reads.iter().map(|r| r.records.len()).sum();
         let errors = reads.iter().any(|r| r.error != 0);
         if bytes >= min_bytes.max(1) || errors || tokio::time::Instant::now() >= deadline {
@@ -120,7 +125,12 @@ async fn long_poll(
     }
 }
 
-fn read_pass(ctx: &Context, plan: &SessionPlan, max_bytes: usize) -> Vec<PartitionRead> {
+fn read_pass(
+    ctx: &Context,
+    plan: &SessionPlan,
+    max_bytes: usize,
+    read_committed: bool,
+) -> Vec<PartitionRead> {
     let mut used = 0usize;
     plan.partitions
         .iter()
@@ -128,6 +138,8 @@ fn read_pass(ctx: &Context, plan: &SessionPlan, max_bytes: usize) -> Vec<Partiti
             let mut out = PartitionRead {
                 error: 0,
                 high_watermark: -1,
+                last_stable_offset: -1,
+                aborted: Vec::new(),
                 log_start_offset: -1,
                 records: Bytes::new(),
             };
@@ -145,6 +157,7 @@ fn read_pass(ctx: &Context, plan: &SessionPlan, max_bytes: usize) -> Vec<Partiti
                 return out;
             };
             out.high_watermark = partition.high_watermark() as i64;
+            out.last_stable_offset = partition.last_stable_offset() as i64;
             out.log_start_offset = partition.log_start_offset() as i64;
             if sp.fetch_offset < 0 {
                 out.error = ResponseError::OffsetOutOfRange.code();
@@ -154,10 +167,12 @@ fn read_pass(ctx: &Context, plan: &SessionPlan, max_bytes: usize) -> Vec<Partiti
                 return out;
             }
             let limit = (sp.partition_max_bytes.max(0) as usize).min(max_bytes - used) as u32;
-            match partition.read(sp.fetch_offset as u64, limit) {
-                Ok(data) => {
+            match partition.read_isolated(sp.fetch_offset as u64, limit, read_committed) {
+                Ok((data, lso, aborted)) => {
                     used += data.records.len();
                     out.records = data.records;
+                    out.last_stable_offset = lso as i64;
+                    out.aborted = aborted;
                 }
                 Err(e) => out.error = error_codes::code(&e),
             }
@@ -193,10 +208,19 @@ fn build(
             .with_partition_index(*index)
             .with_error_code(read.error)
             .with_high_watermark(read.high_watermark)
-            .with_last_stable_offset(read.high_watermark)
+            .with_last_stable_offset(read.last_stable_offset)
             .with_log_start_offset(read.log_start_offset)
             .with_aborted_transactions(if isolation_level == 1 {
-                Some(Vec::new())
+                Some(
+                    read.aborted
+                        .iter()
+                        .map(|(pid, first)| {
+                            AbortedTransaction::default()
+                                .with_producer_id(kafka_protocol::messages::ProducerId(*pid))
+                                .with_first_offset(*first as i64)
+                        })
+                        .collect(),
+                )
             } else {
                 None
             })

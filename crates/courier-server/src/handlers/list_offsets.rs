@@ -20,6 +20,7 @@ const LATEST_TIERED: i64 = -5;
 
 /// Handles one ListOffsets request.
 pub fn handle(ctx: &Arc<Context>, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let isolation_level = req.isolation_level;
     let topics = req
         .topics
         .into_iter()
@@ -45,8 +46,13 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: ListOffsetsRequest) -> List
                         r.error_code = ResponseError::UnknownLeaderEpoch.code();
                         return r;
                     }
-                    // Consumers see only offsets below the high watermark.
-                    let hw = partition.high_watermark() as i64;
+                    // Consumers see only offsets below the high watermark, and read_committed
+                    // ones only below the last stable offset.
+                    let hw = if isolation_level == 1 {
+                        partition.last_stable_offset() as i64
+                    } else {
+                        partition.high_watermark() as i64
+                    };
                     let found = match p.timestamp {
                         LATEST | LATEST_TIERED => Ok(Some((hw, -1))),
                         EARLIEST | EARLIEST_LOCAL => {

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::batch::{validate_batches, CRC_POS};
-use crate::batch_builder::{batch, NewRecord};
+use crate::batch_builder::{batch, control_batch, NewRecord};
 
 fn records(n: usize, ts: i64, value_len: usize) -> Vec<NewRecord> {
     (0..n)
@@ -117,10 +117,26 @@ fn control_batches_only_from_coordinator() {
         log.append(&control, 0),
         Err(StorageError::InvalidRecord(m)) if m.contains("control")
     ));
+    // The control bit on a record whose key is not a marker key: refused even from the
+    // coordinator, and so is a marker without a producer id.
+    assert!(matches!(
+        log.append_from(&control, AppendOrigin::Coordinator, 0),
+        Err(StorageError::InvalidRecord(m)) if m.contains("control")
+    ));
+    assert!(matches!(
+        log.append_from(&Bytes::from(control_batch(-1, -1, 0, true)), AppendOrigin::Coordinator, 0),
+        Err(StorageError::InvalidRecord(m)) if m.contains("producer id")
+    ));
+    let marker = Bytes::from(control_batch(4, 0, 0, true));
+    assert!(matches!(
+        log.append(&marker, 0),
+        Err(StorageError::InvalidRecord(m)) if m.contains("control")
+    ));
     let info = log
-        .append_from(&control, AppendOrigin::Coordinator, 0)
+        .append_from(&marker, AppendOrigin::Coordinator, 0)
         .expect("coordinator may write markers");
     assert!(info.batches[0].is_control);
+    assert_eq!(log.log_end_offset(), 1);
 }
 
 #[test]
@@ -230,4 +246,36 @@ fn log_and_sync_target_can_cross_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Log>();
     assert_send_sync::<SyncTarget>();
+}
+
+#[test]
+fn the_sync_target_fsyncs_the_txnindex_after_an_abort() {
+    use crate::batch_builder::transactional_batch;
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), LogConfig::default());
+    let data = transactional_batch(3, 0, 0, &records(1, 1, 1));
+    log.append(&Bytes::from(data), 0).expect("data");
+    let clean = log.sync_target();
+    let txn_index = clean.txn_index.clone().expect("active txnindex");
+    assert!(
+        !txn_index.dirty.load(Ordering::Acquire),
+        "a commit-free log"
+    );
+    let abort = Bytes::from(control_batch(3, 0, 0, false));
+    log.append_from(&abort, AppendOrigin::Coordinator, 0)
+        .expect("abort");
+    assert!(
+        txn_index.dirty.load(Ordering::Acquire),
+        "the entry is written before the append returns"
+    );
+    let target = log.sync_target();
+    assert_eq!(target.log_end_offset, 2);
+    target.sync().expect("sync");
+    assert!(
+        !txn_index.dirty.load(Ordering::Acquire),
+        "synced with the .log"
+    );
+    let on_disk = std::fs::read(dir.path().join("00000000000000000000.txnindex")).expect("read");
+    assert_eq!(on_disk.len(), 34);
 }

@@ -1,10 +1,10 @@
 //! The producer-state snapshot format: every [`ProducerEntry`] of a partition as of a log
 //! offset, so that opening the log does not have to replay it from the start.
 //!
-//! Version 1, all integers big-endian:
+//! Version 2, all integers big-endian:
 //!
 //! ```text
-//! version             u16   1
+//! version             u16   2
 //! crc                 u32   CRC32C of every byte after this field
 //! offset              u64   every batch below this log offset is in the state
 //! producer_count      u32
@@ -12,6 +12,7 @@
 //!   producer_id         i64   >= 0, strictly increasing
 //!   epoch               i16
 //!   last_timestamp_ms   i64
+//!   current_txn_first   i64   first offset of the ongoing transaction (< offset), -1 if none
 //!   batch_count         u8    0..=5
 //!   batch_count batches, oldest first:
 //!     first_seq  i32 | last_seq  i32 | first_offset u64 | last_offset u64 | max_timestamp i64
@@ -20,6 +21,11 @@
 //! Decoding checks the version, the CRC, every length against the bytes present, the value
 //! ranges above and that nothing trails; it never panics and never allocates more than the
 //! input can describe.
+//!
+//! Version 1 (written before transactions, without `current_txn_first`) is refused like any
+//! unknown version: the log then ignores the file and replays its batch headers, which
+//! rebuilds the same state plus the ongoing transactions. That costs one replay, once, after
+//! an upgrade, and keeps a single decoder.
 
 use std::collections::VecDeque;
 
@@ -28,18 +34,18 @@ use crate::error::{Result, StorageError};
 use super::{BatchMetadata, ProducerEntry, ProducerStateManager, MAX_CACHED_BATCHES};
 
 /// The only snapshot version written and read.
-const SNAPSHOT_VERSION: u16 = 1;
+const SNAPSHOT_VERSION: u16 = 2;
 /// Bytes before the CRC'd part: version and CRC.
 const PREFIX_LEN: usize = 2 + 4;
 /// Bytes of a whole snapshot with no producers.
 const HEADER_LEN: usize = PREFIX_LEN + 8 + 4;
 /// Bytes of an entry without its batches.
-const ENTRY_LEN: usize = 8 + 2 + 8 + 1;
+const ENTRY_LEN: usize = 8 + 2 + 8 + 8 + 1;
 /// Bytes of one cached batch.
 const BATCH_LEN: usize = 4 + 4 + 8 + 8 + 8;
 
 impl ProducerStateManager {
-    /// Encodes the whole state as a version-1 snapshot covering every batch below `offset`.
+    /// Encodes the whole state as a version-2 snapshot covering every batch below `offset`.
     pub fn encode_snapshot(&self, offset: u64) -> Vec<u8> {
         let mut entries: Vec<(i64, &ProducerEntry)> = self.iter().collect();
         entries.sort_unstable_by_key(|(id, _)| *id);
@@ -59,6 +65,11 @@ impl ProducerStateManager {
             out.extend_from_slice(&producer_id.to_be_bytes());
             out.extend_from_slice(&entry.epoch.to_be_bytes());
             out.extend_from_slice(&entry.last_timestamp_ms.to_be_bytes());
+            let txn_first = entry
+                .current_txn_first_offset
+                .and_then(|o| i64::try_from(o).ok())
+                .unwrap_or(-1);
+            out.extend_from_slice(&txn_first.to_be_bytes());
             let cached = entry.batches.len().min(MAX_CACHED_BATCHES);
             out.push(cached as u8);
             for batch in entry.batches.iter().skip(entry.batches.len() - cached) {
@@ -111,6 +122,16 @@ impl ProducerStateManager {
             previous_id = producer_id;
             let epoch = i16::from_be_bytes(r.array()?);
             let last_timestamp_ms = i64::from_be_bytes(r.array()?);
+            let txn_first = i64::from_be_bytes(r.array()?);
+            let current_txn_first_offset = match txn_first {
+                -1 => None,
+                first if first >= 0 && (first as u64) < offset => Some(first as u64),
+                first => {
+                    return Err(corrupt(format!(
+                    "producer {producer_id} transaction first offset {first} is not below {offset}"
+                )))
+                }
+            };
             let [batch_count] = r.array()?;
             if usize::from(batch_count) > MAX_CACHED_BATCHES {
                 return Err(corrupt(format!(
@@ -134,12 +155,16 @@ impl ProducerStateManager {
                 }
                 batches.push_back(batch);
             }
+            if let Some(first) = current_txn_first_offset {
+                state.ongoing.insert((first, producer_id));
+            }
             state.producers.insert(
                 producer_id,
                 ProducerEntry {
                     epoch,
                     batches,
                     last_timestamp_ms,
+                    current_txn_first_offset,
                 },
             );
         }
@@ -209,7 +234,11 @@ mod tests {
                     })
                     .collect(),
                 last_timestamp_ms: 42 + id,
+                current_txn_first_offset: (id == 3).then_some(95),
             };
+            if let Some(first) = entry.current_txn_first_offset {
+                state.ongoing.insert((first, id));
+            }
             state.producers.insert(id, entry);
         }
         state
@@ -317,6 +346,7 @@ mod tests {
                 epoch: 0,
                 batches: VecDeque::new(),
                 last_timestamp_ms: 0,
+                current_txn_first_offset: None,
             },
         );
         let mut bytes = state.encode_snapshot(1);
@@ -335,6 +365,39 @@ mod tests {
         assert_corrupt(&fix_crc(dup), "not above");
         // Batches at offsets the snapshot claims not to cover.
         assert_corrupt(&fix_crc(sample().encode_snapshot(100)), "do not fit below");
+        // A transaction starting at an offset the snapshot claims not to cover.
+        let mut state = ProducerStateManager::new();
+        state.producers.insert(
+            1,
+            ProducerEntry {
+                epoch: 0,
+                batches: VecDeque::new(),
+                last_timestamp_ms: 0,
+                current_txn_first_offset: Some(10),
+            },
+        );
+        assert_corrupt(&state.encode_snapshot(10), "transaction first offset 10");
+    }
+
+    #[test]
+    fn ongoing_transactions_round_trip() {
+        let (_, decoded) =
+            ProducerStateManager::decode_snapshot(&sample().encode_snapshot(500)).expect("decode");
+        assert_eq!(decoded.first_unstable_offset(), Some(95));
+        assert_eq!(decoded.ongoing_transactions(), vec![(3, 2, 95)]);
+    }
+
+    #[test]
+    fn version_1_snapshots_are_refused_so_the_log_replays() {
+        // A version-1 snapshot of one producer (id 4, epoch 1, no batches) covering offset 8.
+        let mut v1 = vec![0u8, 1, 0, 0, 0, 0];
+        v1.extend_from_slice(&8u64.to_be_bytes());
+        v1.extend_from_slice(&1u32.to_be_bytes());
+        v1.extend_from_slice(&4i64.to_be_bytes());
+        v1.extend_from_slice(&1i16.to_be_bytes());
+        v1.extend_from_slice(&0i64.to_be_bytes());
+        v1.push(0);
+        assert_corrupt(&fix_crc(v1), "unknown version 1");
     }
 
     proptest! {
@@ -349,19 +412,25 @@ mod tests {
         fn encoded_states_round_trip(
             entries in proptest::collection::btree_map(
                 0i64..i64::MAX,
-                (any::<i16>(), any::<i64>(), proptest::collection::vec(
+                (any::<i16>(), any::<i64>(), proptest::option::of(0u64..1_000),
+                    proptest::collection::vec(
                     (any::<i32>(), any::<i32>(), 0u64..1_000, 0u64..1_000, any::<i64>()), 0..=5)),
                 0..20),
         ) {
             let mut state = ProducerStateManager::new();
-            for (id, (epoch, ts, batches)) in entries {
+            for (id, (epoch, ts, txn_first, batches)) in entries {
                 let batches = batches
                     .into_iter()
                     .map(|(first_seq, last_seq, a, b, max_timestamp)| BatchMetadata {
                         first_seq, last_seq, first_offset: a.min(b), last_offset: a.max(b), max_timestamp,
                     })
                     .collect();
-                state.producers.insert(id, ProducerEntry { epoch, batches, last_timestamp_ms: ts });
+                if let Some(first) = txn_first {
+                    state.ongoing.insert((first, id));
+                }
+                state.producers.insert(id, ProducerEntry {
+                    epoch, batches, last_timestamp_ms: ts, current_txn_first_offset: txn_first,
+                });
             }
             let bytes = state.encode_snapshot(1_000);
             let (offset, decoded) = ProducerStateManager::decode_snapshot(&bytes).expect("decode");

@@ -32,12 +32,26 @@ fn marker(epoch: i16) -> BatchHeader {
     }
 }
 
+/// A transactional data batch header from `pid`.
+fn txn(pid: i64, epoch: i16, base_sequence: i32, records: i32) -> BatchHeader {
+    BatchHeader {
+        attributes: 1 << 4,
+        producer_id: pid,
+        ..header(epoch, base_sequence, records)
+    }
+}
+
 /// Checks and, if it is to be appended, records `h` at `next` offset; returns the verdict.
+/// Markers are recorded as COMMITs.
 fn append(state: &mut ProducerStateManager, h: &BatchHeader, next: &mut u64) -> ProducerCheck {
     let verdict = state.check(h).expect("accepted");
     if verdict == ProducerCheck::Append {
         let last = *next + h.last_offset_delta as u64;
-        state.update(h, *next, last, 50);
+        if h.is_control() {
+            state.end_transaction(h, *next, ControlRecordType::Commit, 50);
+        } else {
+            state.update(h, *next, last, 50);
+        }
         *next = last + 1;
     }
     verdict
@@ -230,6 +244,7 @@ fn sequences_wrap_from_max_to_zero() {
                 max_timestamp: 0,
             }]),
             last_timestamp_ms: 0,
+            current_txn_first_offset: None,
         },
     );
     let mut next = 3;
@@ -283,11 +298,24 @@ fn control_batches_skip_the_sequence_check() {
         append(&mut state, &header(0, 2, 1), &mut next),
         ProducerCheck::Append
     );
-    // ...an older-epoch marker is not refused and changes nothing...
+    // ...an older-epoch marker is fenced (a zombie coordinator request, as Kafka); were one
+    // replayed from an inconsistent log, it would change nothing...
     let before = state.get(PID).cloned();
-    assert_eq!(state.check(&marker(-1)).expect("ok"), ProducerCheck::Append);
-    state.update(&marker(-1), 100, 100, 60);
+    assert!(matches!(
+        state.check(&marker(-1)),
+        Err(StorageError::InvalidProducerEpoch {
+            producer_id: PID,
+            epoch: -1,
+            current_epoch: 0
+        })
+    ));
+    assert_eq!(
+        state.end_transaction(&marker(-1), 100, ControlRecordType::Abort, 60),
+        None
+    );
     assert_eq!(state.get(PID).cloned(), before);
+    // A same-epoch marker is accepted, even for a producer with no transaction.
+    assert_eq!(state.check(&marker(0)).expect("ok"), ProducerCheck::Append);
     // ...and a newer-epoch marker moves the producer to it.
     assert_eq!(
         append(&mut state, &marker(4), &mut next),
@@ -343,4 +371,93 @@ fn timestamps_never_go_backwards() {
     state.update(&header(0, 0, 1), 0, 0, 9_000);
     state.update(&header(0, 1, 1), 1, 1, 2_000);
     assert_eq!(state.get(PID).expect("entry").last_timestamp_ms, 9_000);
+}
+
+#[test]
+fn a_transactional_batch_starts_a_transaction_and_a_marker_ends_it() {
+    let mut state = ProducerStateManager::new();
+    state.update(&txn(PID, 0, 0, 2), 10, 11, 0);
+    state.update(&txn(PID, 0, 2, 3), 12, 14, 0);
+    let entry = state.get(PID).expect("entry");
+    assert_eq!(
+        entry.current_txn_first_offset,
+        Some(10),
+        "the first batch starts it"
+    );
+    assert_eq!(state.first_unstable_offset(), Some(10));
+    assert_eq!(state.ongoing_transactions(), vec![(PID, 0, 10)]);
+    let done = state
+        .end_transaction(&marker(0), 15, ControlRecordType::Abort, 0)
+        .expect("completed");
+    assert_eq!(
+        done,
+        CompletedTxn {
+            producer_id: PID,
+            first_offset: 10,
+            last_offset: 15,
+            aborted: true,
+            last_stable_offset: 16,
+        }
+    );
+    assert_eq!(
+        state.get(PID).expect("entry").current_txn_first_offset,
+        None
+    );
+    assert_eq!(state.first_unstable_offset(), None);
+    // The sequence carries on across transactions.
+    assert_eq!(
+        state.check(&txn(PID, 0, 5, 1)).expect("ok"),
+        ProducerCheck::Append
+    );
+}
+
+#[test]
+fn interleaved_transactions_keep_the_earliest_first_offset() {
+    let mut state = ProducerStateManager::new();
+    state.update(&txn(1, 0, 0, 1), 0, 0, 0);
+    state.update(&txn(2, 0, 0, 1), 1, 1, 0);
+    state.update(&txn(1, 0, 1, 1), 2, 2, 0);
+    assert_eq!(state.first_unstable_offset(), Some(0));
+    let marker_of = |pid| BatchHeader {
+        producer_id: pid,
+        ..marker(0)
+    };
+    let done = state
+        .end_transaction(&marker_of(1), 3, ControlRecordType::Commit, 0)
+        .expect("completed");
+    assert!(!done.aborted);
+    assert_eq!((done.first_offset, done.last_stable_offset), (0, 1));
+    assert_eq!(state.first_unstable_offset(), Some(1));
+    let done = state
+        .end_transaction(&marker_of(2), 4, ControlRecordType::Abort, 0)
+        .expect("completed");
+    assert_eq!((done.first_offset, done.last_stable_offset), (1, 5));
+    // A marker for a producer without a transaction reports the marker itself (Kafka).
+    let done = state
+        .end_transaction(&marker_of(2), 5, ControlRecordType::Abort, 0)
+        .expect("completed");
+    assert_eq!((done.first_offset, done.last_offset), (5, 5));
+    // Non-transactional batches never start one.
+    state.update(&header(0, 0, 1), 6, 6, 0);
+    assert_eq!(state.first_unstable_offset(), None);
+}
+
+#[test]
+fn producers_with_an_ongoing_transaction_never_expire() {
+    let mut state = ProducerStateManager::new();
+    state.update(&txn(1, 0, 0, 1), 0, 0, 0);
+    state.update(&header(0, 0, 1), 1, 1, 0);
+    assert_eq!(state.expire(1_000_000, 10), 1);
+    assert!(state.get(1).is_some() && state.get(PID).is_none());
+    state.end_transaction(
+        &BatchHeader {
+            producer_id: 1,
+            ..marker(0)
+        },
+        2,
+        ControlRecordType::Commit,
+        0,
+    );
+    assert_eq!(state.expire(1_000_000, 10), 1);
+    assert!(state.is_empty());
 }

@@ -1,0 +1,255 @@
+//! Runs the transaction coordinator: persists its records in an internal log
+//! (`<data>/meta/__transaction_state`), and writes COMMIT/ABORT markers to the partitions of
+//! each finished transaction.
+//!
+//! One transactional operation runs at a time (an async lock around validate, persist,
+//! apply), so every decision is made on durable state. EndTxn is answered once its
+//! PrepareCommit/PrepareAbort record is fsynced; the markers are written afterwards by
+//! [`crate::Broker::complete_transaction`], and the Complete record follows them. After a
+//! restart, transactions the crash left prepared are completed the same way.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use courier_coordinator::txn::{
+    decode_record, encode_record, InitOutcome, MarkerJob, TxnConfig, TxnCoordinator, TxnError,
+    TxnRecord,
+};
+use courier_storage::batch_builder::{batch, NewRecord};
+use courier_storage::LogConfig;
+use kafka_protocol::records::RecordBatchDecoder;
+use tokio::sync::watch;
+
+use crate::error::BrokerError;
+use crate::now_ms;
+use crate::partition::Partition;
+use crate::producer_ids::ProducerIdManager;
+
+/// How long a transaction-log write may wait for its fsync.
+const PERSIST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The transaction coordinator as the server sees it.
+pub struct TxnService {
+    inner: Mutex<TxnCoordinator>,
+    /// Serialises transactional operations so each validates against durable state.
+    op: tokio::sync::Mutex<()>,
+    log: Arc<Partition>,
+}
+
+/// A transactional operation's outcome: refused, or done (maybe with markers to write).
+pub type TxnResult<T> = Result<Result<T, TxnError>, BrokerError>;
+
+impl TxnService {
+    /// Opens and replays the transaction log.
+    pub fn open(
+        meta_dir: &Path,
+        config: TxnConfig,
+        hw_changed: Arc<watch::Sender<u64>>,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let dir = meta_dir.join("__transaction_state");
+        let log_config = LogConfig {
+            segment_bytes: 8 << 20,
+            retention_ms: -1,
+            retention_bytes: -1,
+            ..LogConfig::default()
+        };
+        let log = Partition::open(
+            Arc::from("__transaction_state"),
+            0,
+            &dir,
+            log_config,
+            0,
+            hw_changed,
+        )?;
+        let mut coordinator = TxnCoordinator::new(config);
+        let mut offset = log.log_start_offset();
+        let end = log.high_watermark();
+        while offset < end {
+            let data = log.read(offset, 1 << 20)?;
+            if data.records.is_empty() {
+                break;
+            }
+            let mut buf = data.records.clone();
+            let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
+                BrokerError::CorruptMetadata {
+                    path: dir.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let mut next = offset;
+            for set in sets {
+                for r in set.records {
+                    next = next.max(r.offset as u64 + 1);
+                    match decode_record(
+                        r.key.as_deref().unwrap_or_default(),
+                        r.value.as_deref().unwrap_or_default(),
+                    ) {
+                        Ok(rec) => coordinator.apply(rec),
+                        Err(reason) => {
+                            tracing::warn!(offset = r.offset, %reason, "skipping an unreadable transaction record")
+                        }
+                    }
+                }
+            }
+            if next <= offset {
+                break;
+            }
+            offset = next;
+        }
+        tracing::info!(
+            transactional_ids = coordinator.all().count(),
+            "transaction state loaded"
+        );
+        Ok(Arc::new(Self {
+            inner: Mutex::new(coordinator),
+            op: tokio::sync::Mutex::new(()),
+            log,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TxnCoordinator> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends, fsyncs and applies one record.
+    async fn persist(&self, record: TxnRecord) -> Result<(), BrokerError> {
+        let (k, v) = encode_record(&record);
+        let info = self
+            .log
+            .append(&Bytes::from(batch(&[NewRecord::new(now_ms(), &k, &v)])), -1)?;
+        self.log
+            .wait_durable(info.last_offset + 1, PERSIST_TIMEOUT)
+            .await?;
+        self.lock().apply(record);
+        Ok(())
+    }
+
+    /// InitProducerId with a transactional id. On fencing, returns the marker job to run and
+    /// the error the producer should see (CONCURRENT_TRANSACTIONS: retry).
+    pub async fn init(
+        &self,
+        id: &str,
+        timeout_ms: i32,
+        ids: &ProducerIdManager,
+    ) -> TxnResult<(TxnRecord, Option<MarkerJob>)> {
+        let _op = self.op.lock().await;
+        let mut alloc_err = None;
+        let outcome = self
+            .lock()
+            .prepare_init(id, timeout_ms, now_ms(), || match ids.next() {
+                Ok(pid) => pid,
+                Err(e) => {
+                    alloc_err = Some(e);
+                    -1
+                }
+            });
+        if let Some(e) = alloc_err {
+            return Err(e);
+        }
+        match outcome {
+            Err(e) => Ok(Err(e)),
+            Ok(InitOutcome::Ready(record)) => {
+                self.persist(record.clone()).await?;
+                Ok(Ok((record, None)))
+            }
+            Ok(InitOutcome::Fencing(record, job)) => {
+                self.persist(record.clone()).await?;
+                Ok(Ok((record, Some(job))))
+            }
+        }
+    }
+
+    /// AddPartitionsToTxn / AddOffsetsToTxn.
+    pub async fn add(
+        &self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+        groups: &[String],
+    ) -> TxnResult<()> {
+        let _op = self.op.lock().await;
+        let prepared = self
+            .lock()
+            .prepare_add(id, pid, epoch, partitions, groups, now_ms());
+        match prepared {
+            Err(e) => Ok(Err(e)),
+            Ok(None) => Ok(Ok(())),
+            Ok(Some(record)) => {
+                self.persist(record).await?;
+                Ok(Ok(()))
+            }
+        }
+    }
+
+    /// EndTxn: the Prepare record is durable when this returns; run the job to finish.
+    pub async fn end(
+        &self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> TxnResult<Option<MarkerJob>> {
+        let _op = self.op.lock().await;
+        let prepared = self.lock().prepare_end(id, pid, epoch, commit, now_ms());
+        match prepared {
+            Err(e) => Ok(Err(e)),
+            Ok(None) => Ok(Ok(None)),
+            Ok(Some((record, job))) => {
+                self.persist(record).await?;
+                Ok(Ok(Some(job)))
+            }
+        }
+    }
+
+    /// Marks a transaction complete after its markers are durable.
+    pub async fn complete(&self, id: &str) -> Result<(), BrokerError> {
+        let _op = self.op.lock().await;
+        let record = self.lock().markers_written(id, now_ms());
+        if let Some(record) = record {
+            self.persist(record).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks a TxnOffsetCommit against the transaction.
+    pub fn validate_offset_commit(
+        &self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        group: &str,
+    ) -> Result<(), TxnError> {
+        self.lock().validate_offset_commit(id, pid, epoch, group)
+    }
+
+    /// Transactions a crash left between Prepare and Complete.
+    pub fn pending_markers(&self) -> Vec<MarkerJob> {
+        self.lock().pending_markers()
+    }
+
+    /// Aborts transactions open longer than their timeout; returns the jobs to run.
+    pub async fn expire(&self) -> Result<Vec<MarkerJob>, BrokerError> {
+        let _op = self.op.lock().await;
+        let expired = self.lock().expire(now_ms());
+        let mut jobs = Vec::new();
+        for (record, job) in expired {
+            tracing::info!(transactional_id = %record.transactional_id, "aborting a transaction open past its timeout");
+            self.persist(record).await?;
+            jobs.push(job);
+        }
+        Ok(jobs)
+    }
+
+    /// Read access (describe, list).
+    pub fn read<R>(&self, f: impl FnOnce(&TxnCoordinator) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// Closes the transaction log cleanly.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        self.log.close()
+    }
+}
