@@ -300,3 +300,71 @@ async fn a_broker_sigkill_right_after_commit_loses_none_of_it() {
     );
     assert_eq!(seen.len(), want.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_stable_offset_fetch_waits_for_the_transaction() {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{GroupId, OffsetFetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let broker = TestBroker::start_with(&["--group-initial-rebalance-delay-ms", "0"]);
+    let b = broker.bootstrap();
+    create_topic(&b, "src", 1).await;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("group.id", "stable")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    c.subscribe(&["src"]).expect("subscribe");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while c.assignment().map(|a| a.count()).unwrap_or(0) == 0
+        && std::time::Instant::now() < deadline
+    {
+        let _ = c.poll(Duration::from_millis(100));
+    }
+    let tp = txn_producer(&b, "stable-tx", &[]);
+    tp.init_transactions(Duration::from_secs(20)).expect("init");
+    tp.begin_transaction().expect("begin");
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets
+        .add_partition_offset("src", 0, rdkafka::Offset::Offset(42))
+        .expect("tpl");
+    tp.send_offsets_to_transaction(
+        &offsets,
+        &c.group_metadata().expect("meta"),
+        Duration::from_secs(20),
+    )
+    .expect("send offsets");
+    let fetch = |raw: &mut support::RawClient| {
+        let req = OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("stable")))
+            .with_require_stable(true)
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("src")))
+                .with_partition_indexes(vec![0])]));
+        let r = raw.call(7, &req);
+        (
+            r.topics[0].partitions[0].error_code,
+            r.topics[0].partitions[0].committed_offset,
+        )
+    };
+    let mut raw = support::RawClient::connect(&broker.addr);
+    assert_eq!(
+        fetch(&mut raw).0,
+        88,
+        "UNSTABLE_OFFSET_COMMIT while the transaction is open"
+    );
+    tp.commit_transaction(Duration::from_secs(20))
+        .expect("commit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut now = fetch(&mut raw);
+    while now != (0, 42) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        now = fetch(&mut raw);
+    }
+    assert_eq!(
+        now,
+        (0, 42),
+        "stable and visible once the markers are written"
+    );
+}

@@ -53,6 +53,9 @@ fn group_by_topic<T, P>(
         .collect()
 }
 
+/// An open transaction holds an uncommitted offset for the partition (require_stable).
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+
 /// Handles one OffsetFetch request. Unknown partitions answer offset -1, as Kafka does.
 pub fn handle(ctx: &Arc<Context>, version: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
     if version >= 8 {
@@ -81,6 +84,20 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: OffsetFetchRequest) -> Offs
                             .with_metadata(Some(StrBytes::from_string(m)))
                     },
                 );
+                let mut topics = topics;
+                if req.require_stable {
+                    for t in &mut topics {
+                        for p in &mut t.partitions {
+                            if ctx.broker.groups.has_pending_txn_offset(
+                                g.group_id.as_str(),
+                                t.name.as_str(),
+                                p.partition_index,
+                            ) {
+                                p.error_code = UNSTABLE_OFFSET_COMMIT;
+                            }
+                        }
+                    }
+                }
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
                     .with_topics(topics)
@@ -113,5 +130,19 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: OffsetFetchRequest) -> Offs
             }
         },
     );
+    let mut topics = topics;
+    if version >= 7 && req.require_stable {
+        for t in &mut topics {
+            for p in &mut t.partitions {
+                if ctx.broker.groups.has_pending_txn_offset(
+                    req.group_id.as_str(),
+                    t.name.as_str(),
+                    p.partition_index,
+                ) {
+                    p.error_code = UNSTABLE_OFFSET_COMMIT;
+                }
+            }
+        }
+    }
     OffsetFetchResponse::default().with_topics(topics)
 }
