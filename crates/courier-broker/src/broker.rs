@@ -148,7 +148,7 @@ impl Broker {
         let now = now_ms();
         for topic in self.topics.list() {
             for p in topic.partitions() {
-                // producer.id.expiration.ms: forget idempotent producers idle for a day.
+                // producer.id.expiration.ms: forget idle idempotent producers.
                 let _ = p.with_log(|log| {
                     Ok(log.expire_producers(
                         now,

@@ -42,6 +42,8 @@ pub struct BrokerConfig {
     pub consumer_group: ConsumerConfig,
     /// Transaction settings (transaction.max.timeout.ms).
     pub txn: TxnConfig,
+    /// producer.id.expiration.ms: idempotent producers idle this long are forgotten.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -62,6 +64,7 @@ impl Default for BrokerConfig {
             group: GroupConfig::default(),
             consumer_group: ConsumerConfig::default(),
             txn: TxnConfig::default(),
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }

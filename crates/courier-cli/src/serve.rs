@@ -87,6 +87,13 @@ pub struct ServeArgs {
     /// Session timeout of KIP-848 consumers (group.consumer.session.timeout.ms). [default: 45000]
     #[arg(long, env = "COURIER_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
     group_consumer_session_timeout_ms: Option<i64>,
+    /// Largest transaction.timeout.ms a producer may ask for (transaction.max.timeout.ms).
+    /// [default: 900000]
+    #[arg(long, env = "COURIER_TRANSACTION_MAX_TIMEOUT_MS")]
+    transaction_max_timeout_ms: Option<i32>,
+    /// Forget idempotent producers idle this long (producer.id.expiration.ms). [default: 86400000]
+    #[arg(long, env = "COURIER_PRODUCER_ID_EXPIRATION_MS")]
+    producer_id_expiration_ms: Option<i64>,
     /// How often retention runs, in ms. [default: 300000]
     #[arg(long, env = "COURIER_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
@@ -199,6 +206,17 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Resolved> {
             "--group-consumer-session-timeout-ms must exceed the heartbeat interval"
         );
         broker.consumer_group.session_timeout_ms = v;
+    }
+    if let Some(v) = a
+        .transaction_max_timeout_ms
+        .or(f.transaction_max_timeout_ms)
+    {
+        anyhow::ensure!(v >= 1, "--transaction-max-timeout-ms must be at least 1");
+        broker.txn.max_timeout_ms = v;
+    }
+    if let Some(v) = a.producer_id_expiration_ms.or(f.producer_id_expiration_ms) {
+        anyhow::ensure!(v >= 1, "--producer-id-expiration-ms must be at least 1");
+        broker.producer_id_expiration_ms = v;
     }
     let log = &mut broker.topic_defaults.log;
     if let Some(v) = a.segment_bytes.or(f.segment_bytes) {

@@ -33,6 +33,8 @@ pub struct FileSettings {
     pub group_max_session_timeout_ms: Option<i32>,
     pub group_consumer_heartbeat_interval_ms: Option<i32>,
     pub group_consumer_session_timeout_ms: Option<i64>,
+    pub transaction_max_timeout_ms: Option<i32>,
+    pub producer_id_expiration_ms: Option<i64>,
 }
 
 /// Reads and parses the file; unknown keys are an error so typos do not pass silently.

@@ -102,6 +102,31 @@ async fn lost_acks_do_not_duplicate() {
     );
     assert_eq!(reads.len(), sent.len(), "exactly one copy of each message");
     exactly_once_in_order(&reads, &sent);
+    // DescribeProducers shows the producer and its last sequence in each partition.
+    let mut raw = support::RawClient::connect(&broker.addr);
+    let req = kafka_protocol::messages::DescribeProducersRequest::default().with_topics(vec![
+        kafka_protocol::messages::describe_producers_request::TopicRequest::default()
+            .with_name(kafka_protocol::messages::TopicName(
+                kafka_protocol::protocol::StrBytes::from_static_str("idem"),
+            ))
+            .with_partition_indexes(vec![0, 1, 2]),
+    ]);
+    let described = raw.call(0, &req);
+    let mut last_sequences = 0;
+    for p in &described.topics[0].partitions {
+        assert_eq!(p.error_code, 0);
+        assert_eq!(
+            p.active_producers.len(),
+            1,
+            "one idempotent producer per partition"
+        );
+        last_sequences += p.active_producers[0].last_sequence + 1;
+    }
+    assert_eq!(
+        last_sequences as usize,
+        sent.len(),
+        "sequences account for every message once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -368,3 +368,20 @@ async fn require_stable_offset_fetch_waits_for_the_transaction() {
         "stable and visible once the markers are written"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_above_the_broker_maximum_is_refused() {
+    let broker = TestBroker::start_with(&["--transaction-max-timeout-ms", "5000"]);
+    let p = txn_producer(
+        &broker.bootstrap(),
+        "too-long",
+        &[("transaction.timeout.ms", "10000")],
+    );
+    let err = p
+        .init_transactions(Duration::from_secs(20))
+        .expect_err("refused");
+    assert!(
+        err.to_string().to_lowercase().contains("timeout"),
+        "INVALID_TRANSACTION_TIMEOUT: {err}"
+    );
+}

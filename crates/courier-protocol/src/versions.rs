@@ -15,6 +15,10 @@ fn range<Req: Message, Resp: Message>(min: i16, max: i16) -> VersionRange {
 pub fn supported_apis() -> Vec<(ApiKey, VersionRange)> {
     let mut apis = vec![
         (
+            ApiKey::DescribeProducers,
+            range::<DescribeProducersRequest, DescribeProducersResponse>(0, i16::MAX),
+        ),
+        (
             ApiKey::AddPartitionsToTxn,
             // v4+ are broker-to-broker (KIP-890 verification); clients use 0-3.
             range::<AddPartitionsToTxnRequest, AddPartitionsToTxnResponse>(0, 3),

@@ -51,6 +51,9 @@ pub async fn route(ctx: &Arc<Context>, req: DecodedRequest, peer: std::net::Sock
         RequestKind::DescribeTransactions(r) => Reply::now(ResponseKind::DescribeTransactions(
             describe_transactions::handle(ctx, r),
         )),
+        RequestKind::DescribeProducers(r) => Reply::now(ResponseKind::DescribeProducers(
+            describe_producers::handle(ctx, r),
+        )),
         RequestKind::ListTransactions(r) => Reply::now(ResponseKind::ListTransactions(
             list_transactions::handle(ctx, r),
         )),
