@@ -54,6 +54,13 @@ pub struct ProduceArgs {
     /// Enable the idempotent producer.
     #[arg(long)]
     idempotent: bool,
+    /// Send in transactions of --txn-messages records each (transactional.id set; implies
+    /// idempotence). Prints commit latency per transaction.
+    #[arg(long)]
+    transactional: bool,
+    /// Records per transaction with --transactional.
+    #[arg(long, default_value_t = 1000)]
+    txn_messages: u64,
     /// Target send rate in messages per second; 0 sends as fast as the client queue allows.
     /// Ack latency is only meaningful below saturation, where the client queue stays short.
     #[arg(long, default_value_t = 0)]
@@ -102,6 +109,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 }
 
 fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    if args.transactional {
+        return produce_transactional(args);
+    }
     let embedded = match &args.bootstrap {
         Some(_) => None,
         None => {
@@ -218,6 +228,101 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     if let Some(e) = &s.first_error {
         anyhow::bail!("{} deliveries failed; first error: {e}", s.failed);
     }
+    drop(embedded);
+    Ok(())
+}
+
+/// Transactions of `txn_messages` records, back to back: begin, send, commit.
+fn produce_transactional(args: ProduceArgs) -> anyhow::Result<()> {
+    let embedded = match &args.bootstrap {
+        Some(_) => None,
+        None => {
+            Some(crate::embedded::EmbeddedBroker::start().context("starting an embedded broker")?)
+        }
+    };
+    let bootstrap = match (&args.bootstrap, &embedded) {
+        (Some(b), _) => b.clone(),
+        (None, Some(e)) => e.bootstrap(),
+        (None, None) => unreachable!("one of the two is set"),
+    };
+    crate::admin::ensure_topic(&bootstrap, &args.topic, args.partitions)?;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set(
+            "transactional.id",
+            format!("courier-bench-{}", std::process::id()),
+        )
+        .set("linger.ms", args.linger_ms.to_string())
+        .set("batch.size", args.batch_size.to_string())
+        .set("compression.codec", &args.compression)
+        .set("queue.buffering.max.messages", "2000000")
+        .create()
+        .context("creating the transactional producer")?;
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .context("init_transactions")?;
+    let value = vec![b'x'; args.value_size];
+    let txns = args.messages.div_ceil(args.txn_messages.max(1));
+    let bar = ProgressBar::new(txns);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} transactions  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut commit_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    for t in 0..txns {
+        producer.begin_transaction().context("begin_transaction")?;
+        let n = args.txn_messages.min(args.messages - sent);
+        for i in 0..n {
+            let partition = ((sent + i) % args.partitions as u64) as i32;
+            let mut record = BaseRecord::to(&args.topic)
+                .payload(&value[..])
+                .partition(partition);
+            loop {
+                match producer.send::<[u8], [u8]>(record) {
+                    Ok(()) => break,
+                    Err((e, r)) => {
+                        if !matches!(
+                            e.rdkafka_error_code(),
+                            Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                        ) {
+                            anyhow::bail!("send failed: {e}");
+                        }
+                        producer.poll(Duration::from_millis(1));
+                        record = r;
+                    }
+                }
+            }
+        }
+        sent += n;
+        let commit_started = Instant::now();
+        producer
+            .commit_transaction(Duration::from_secs(60))
+            .context("commit_transaction")?;
+        let _ = commit_us.record((commit_started.elapsed().as_micros() as u64).max(1));
+        bar.set_position(t + 1);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let rate = sent as f64 / elapsed;
+    println!(
+        "produce (transactional): {} msgs of {} B in {} transactions of {}, partitions={}, compression={}",
+        sent, args.value_size, txns, args.txn_messages, args.partitions, args.compression
+    );
+    println!(
+        "  {:.0} msgs/s  {:.1} MB/s  {:.0} txn/s  in {:.2} s",
+        rate,
+        rate * args.value_size as f64 / 1e6,
+        txns as f64 / elapsed,
+        elapsed
+    );
+    println!(
+        "  commit latency (send of the last record to commit acknowledged): p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        commit_us.value_at_quantile(0.50) as f64 / 1000.0,
+        commit_us.value_at_quantile(0.99) as f64 / 1000.0,
+        commit_us.max() as f64 / 1000.0
+    );
     drop(embedded);
     Ok(())
 }

@@ -133,3 +133,51 @@ fn a_data_dir_serves_one_broker_at_a_time() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another broker"), "{err}");
 }
+
+#[test]
+fn bench_produce_reports_its_numbers() {
+    // Not a performance check: the benchmark runs end to end and says what it measured.
+    let out = courier()
+        .args([
+            "--log-level",
+            "warn",
+            "bench",
+            "produce",
+            "--messages",
+            "20000",
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("delivered 20000  failed 0"), "{text}");
+    assert!(text.contains("p99"), "{text}");
+    let out = courier()
+        .args([
+            "--log-level",
+            "warn",
+            "bench",
+            "produce",
+            "--transactional",
+            "--messages",
+            "2000",
+            "--txn-messages",
+            "100",
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2000 msgs of 100 B in 20 transactions of 100"),
+        "{text}"
+    );
+}
