@@ -230,6 +230,10 @@ impl Broker {
                     Ok(jobs) => jobs.into_iter().for_each(|j| broker.spawn_completion(j)),
                     Err(e) => tracing::warn!(error = %e, "transaction timeout check failed"),
                 }
+                for job in broker.txns.stuck_markers() {
+                    tracing::info!(transactional_id = %job.transactional_id, "retrying transaction markers");
+                    broker.spawn_completion(job);
+                }
             }
         });
         let weak_groups = Arc::downgrade(self);

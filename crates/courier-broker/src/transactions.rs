@@ -230,6 +230,11 @@ impl TxnService {
         self.lock().pending_markers()
     }
 
+    /// Marker jobs pending for more than 10 s (a marker write failed): run them again.
+    pub fn stuck_markers(&self) -> Vec<MarkerJob> {
+        self.lock().stuck_markers(now_ms() - 10_000)
+    }
+
     /// Aborts transactions open longer than their timeout; returns the jobs to run.
     pub async fn expire(&self) -> Result<Vec<MarkerJob>, BrokerError> {
         let _op = self.op.lock().await;

@@ -347,8 +347,15 @@ impl TxnCoordinator {
 
     /// Marker jobs for transactions a crash left between Prepare and Complete.
     pub fn pending_markers(&self) -> Vec<MarkerJob> {
+        self.stuck_markers(i64::MAX)
+    }
+
+    /// Marker jobs of transactions prepared before `before_ms` and still not complete (a
+    /// marker write failed): run them again. Writing a marker twice is harmless.
+    pub fn stuck_markers(&self, before_ms: i64) -> Vec<MarkerJob> {
         self.txns
             .values()
+            .filter(|t| t.last_update_ms < before_ms)
             .filter_map(|t| match t.state {
                 TxnState::PrepareCommit => Some(job_for(t, true)),
                 TxnState::PrepareAbort => Some(job_for(t, false)),
