@@ -13,6 +13,7 @@ pub fn storage(e: &StorageError) -> ResponseError {
         StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::UnknownProducerId { .. } => ResponseError::UnknownProducerId,
+        StorageError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         _ => ResponseError::KafkaStorageError,

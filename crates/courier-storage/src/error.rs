@@ -46,6 +46,12 @@ pub enum StorageError {
 
     /// An idempotent producer this partition has no state for sent a batch whose base sequence
     /// is not 0 (its state expired, or its earlier batches were deleted). Maps to
+    /// A non-transactional batch from a producer whose transaction is open (INVALID_TXN_STATE).
+    #[error("producer {producer_id} has an open transaction; its batches must be transactional")]
+    InvalidTxnState {
+        /// The producer.
+        producer_id: i64,
+    },
     /// `UNKNOWN_PRODUCER_ID`; the client resets its sequence numbers (or bumps its epoch).
     #[error(
         "unknown producer id {producer_id}: first batch has base sequence {base_sequence}, not 0"

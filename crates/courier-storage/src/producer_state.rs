@@ -222,6 +222,10 @@ impl ProducerStateManager {
         if first_seq != expected {
             return Err(out_of_order(expected));
         }
+        if entry.current_txn_first_offset.is_some() && !header.is_transactional() {
+            // Kafka's rule: a producer inside a transaction writes only transactional batches.
+            return Err(StorageError::InvalidTxnState { producer_id });
+        }
         Ok(ProducerCheck::Append)
     }
 

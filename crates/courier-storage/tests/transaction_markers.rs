@@ -297,3 +297,28 @@ fn malformed_markers_are_invalid_records() {
         .expect("marker");
     assert!(log.ongoing_transactions().is_empty());
 }
+
+#[test]
+fn a_producer_inside_a_transaction_may_only_write_transactional_batches() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mut log, _) =
+        courier_storage::Log::open(dir.path(), courier_storage::LogConfig::default(), 0)
+            .expect("open");
+    let recs = vec![courier_storage::batch_builder::NewRecord::new(
+        1, b"k", b"v",
+    )];
+    log.append(
+        &bytes::Bytes::from(courier_storage::batch_builder::transactional_batch(
+            9, 0, 0, &recs,
+        )),
+        1,
+    )
+    .expect("transactional batch");
+    let plain = courier_storage::batch_builder::idempotent_batch(9, 0, 1, &recs);
+    let end = log.log_end_offset();
+    assert!(matches!(
+        log.append(&bytes::Bytes::from(plain), 2),
+        Err(courier_storage::StorageError::InvalidTxnState { producer_id: 9 })
+    ));
+    assert_eq!(log.log_end_offset(), end, "nothing written");
+}
