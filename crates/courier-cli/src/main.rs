@@ -7,6 +7,8 @@ mod groups;
 mod serve;
 mod settings;
 mod topics;
+mod transactions;
+mod wire;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +36,9 @@ enum Command {
     /// Administer topics.
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
+    /// Inspect transactions.
+    #[command(subcommand)]
+    Transactions(transactions::TransactionsCommand),
 }
 
 fn init_logging(level: &str) {
@@ -54,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Groups(cmd) => groups::run(cmd),
         Command::Topics(cmd) => topics::run(cmd),
+        Command::Transactions(cmd) => transactions::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

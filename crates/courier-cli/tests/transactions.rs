@@ -385,3 +385,55 @@ async fn a_timeout_above_the_broker_maximum_is_refused() {
         "INVALID_TRANSACTION_TIMEOUT: {err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_describes_transactions() {
+    let broker = TestBroker::start();
+    let b = broker.bootstrap();
+    create_topic(&b, "cli-tx", 2).await;
+    let p = txn_producer(&b, "cli-tx-id", &[]);
+    p.init_transactions(Duration::from_secs(20)).expect("init");
+    p.begin_transaction().expect("begin");
+    send(&p, "cli-tx", &batch_of("open", 4));
+    let courier = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+            .args(args)
+            .env("COURIER_BOOTSTRAP", &b)
+            .output()
+            .expect("run courier");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = courier(&["transactions", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("cli-tx-id") && l.contains("Ongoing")),
+        "{out}"
+    );
+    let (ok, out, _) = courier(&["transactions", "describe", "cli-tx-id"]);
+    assert!(ok);
+    assert!(
+        out.contains("state Ongoing") && out.contains("cli-tx"),
+        "{out}"
+    );
+    p.commit_transaction(Duration::from_secs(20))
+        .expect("commit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, out, _) = courier(&["transactions", "list", "--state", "CompleteCommit"]);
+        if out.contains("cli-tx-id") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never CompleteCommit: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, _, err) = courier(&["transactions", "describe", "no-such-id"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+}
