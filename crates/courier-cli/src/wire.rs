@@ -66,6 +66,6 @@ impl WireClient {
                 self.correlation
             );
         }
-        Ok(R::Response::decode(&mut buf, version)?)
+        R::Response::decode(&mut buf, version)
     }
 }
