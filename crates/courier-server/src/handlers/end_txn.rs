@@ -1,4 +1,5 @@
-//! EndTxn: commit or abort. Answered once the decision is durable; the markers follow.
+//! EndTxn: commit or abort. Answered once the decision is durable and its markers are
+//! written (or, if writing them failed, left to the broker's retry).
 
 use std::sync::Arc;
 
@@ -24,8 +25,15 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: EndTxnRequest) -> Reply {
             .await;
         let code = match outcome {
             Ok(Ok(job)) => {
+                // The decision is durable. Finish the markers before answering, so the
+                // producer's next transaction does not meet CONCURRENT_TRANSACTIONS (and the
+                // client's retry backoff) while they are written; a failure is retried by the
+                // broker's timer and does not change the answer: the outcome is decided.
                 if let Some(job) = job {
-                    ctx.broker.spawn_completion(job);
+                    let id = job.transactional_id.clone();
+                    if let Err(e) = ctx.broker.complete_transaction(job).await {
+                        tracing::warn!(transactional_id = %id, error = %e, "writing markers failed; the timer will retry");
+                    }
                 }
                 0
             }
