@@ -24,12 +24,10 @@ use courier_coordinator::group::{
 };
 use courier_coordinator::offset_record::OffsetRecord;
 use courier_coordinator::CoordinatorError;
-use courier_storage::batch_builder::{batch, NewRecord};
-use courier_storage::LogConfig;
-use kafka_protocol::records::RecordBatchDecoder;
 use tokio::sync::{oneshot, watch, Notify};
 
 use crate::error::BrokerError;
+use crate::internal_log;
 use crate::now_ms;
 use crate::partition::Partition;
 
@@ -71,21 +69,7 @@ impl GroupService {
         consumer_config: ConsumerConfig,
         hw_changed: Arc<watch::Sender<u64>>,
     ) -> Result<Arc<Self>, BrokerError> {
-        let dir = meta_dir.join("__consumer_offsets");
-        let log_config = LogConfig {
-            segment_bytes: 8 << 20,
-            retention_ms: -1,
-            retention_bytes: -1,
-            ..LogConfig::default()
-        };
-        let log = Partition::open(
-            Arc::from("__consumer_offsets"),
-            0,
-            &dir,
-            log_config,
-            0,
-            hw_changed,
-        )?;
+        let log = internal_log::open(meta_dir, "__consumer_offsets", hw_changed)?;
         let incarnation = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
         let mut coordinator = GroupCoordinator::new(config, incarnation.clone());
         let consumer = ConsumerGroups::new(consumer_config, incarnation);
@@ -268,16 +252,8 @@ impl GroupService {
         log: &Partition,
         records: Vec<OffsetRecord>,
     ) -> Result<u64, BrokerError> {
-        let now = now_ms();
-        let new: Vec<NewRecord> = records
-            .iter()
-            .map(|r| {
-                let (k, v) = r.encode();
-                NewRecord::new(now, &k, &v)
-            })
-            .collect();
-        let info = log.append(&Bytes::from(batch(&new)), -1)?;
-        let end = info.last_offset + 1;
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(OffsetRecord::encode).collect();
+        let end = internal_log::append(log, &encoded)?;
         inner.unapplied.push_back((end, records));
         Ok(end)
     }
@@ -514,42 +490,16 @@ fn replay(
     log: &Partition,
     coordinator: &mut GroupCoordinator,
 ) -> Result<(usize, usize), BrokerError> {
-    let mut offset = log.log_start_offset();
-    let end = log.high_watermark();
     let mut total = 0usize;
-    while offset < end {
-        let data = log.read(offset, 1 << 20)?;
-        if data.records.is_empty() {
-            break;
-        }
-        let mut buf = data.records.clone();
-        let sets =
-            RecordBatchDecoder::decode_all(&mut buf).map_err(|e| BrokerError::CorruptMetadata {
-                path: "__consumer_offsets".into(),
-                reason: e.to_string(),
-            })?;
-        let mut next = offset;
-        for set in sets {
-            let mut records = Vec::with_capacity(set.records.len());
-            for r in set.records {
-                next = next.max(r.offset as u64 + 1);
-                let key = r.key.unwrap_or_default();
-                let value = r.value.unwrap_or_default();
-                match OffsetRecord::decode(&key, &value) {
-                    Ok(rec) => records.push(rec),
-                    Err(reason) => {
-                        tracing::warn!(offset = r.offset, %reason, "skipping an unreadable offsets record")
-                    }
-                }
+    internal_log::replay(log, |offset, key, value| {
+        match OffsetRecord::decode(key, value) {
+            Ok(record) => {
+                total += 1;
+                coordinator.apply(&[record]);
             }
-            total += records.len();
-            coordinator.apply(&records);
+            Err(reason) => tracing::warn!(offset, %reason, "skipping an unreadable offsets record"),
         }
-        if next <= offset {
-            break;
-        }
-        offset = next;
-    }
+    })?;
     let live = coordinator
         .list_groups()
         .iter()

@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod fetch_session;
 pub mod groups;
+pub mod internal_log;
 pub mod partition;
 pub mod producer_ids;
 pub mod topic_config;

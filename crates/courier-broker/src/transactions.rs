@@ -12,17 +12,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
 use courier_coordinator::txn::{
     decode_record, encode_record, InitOutcome, MarkerJob, TxnConfig, TxnCoordinator, TxnError,
     TxnRecord,
 };
-use courier_storage::batch_builder::{batch, NewRecord};
-use courier_storage::LogConfig;
-use kafka_protocol::records::RecordBatchDecoder;
 use tokio::sync::watch;
 
 use crate::error::BrokerError;
+use crate::internal_log;
 use crate::now_ms;
 use crate::partition::Partition;
 use crate::producer_ids::ProducerIdManager;
@@ -48,56 +45,14 @@ impl TxnService {
         config: TxnConfig,
         hw_changed: Arc<watch::Sender<u64>>,
     ) -> Result<Arc<Self>, BrokerError> {
-        let dir = meta_dir.join("__transaction_state");
-        let log_config = LogConfig {
-            segment_bytes: 8 << 20,
-            retention_ms: -1,
-            retention_bytes: -1,
-            ..LogConfig::default()
-        };
-        let log = Partition::open(
-            Arc::from("__transaction_state"),
-            0,
-            &dir,
-            log_config,
-            0,
-            hw_changed,
-        )?;
+        let log = internal_log::open(meta_dir, "__transaction_state", hw_changed)?;
         let mut coordinator = TxnCoordinator::new(config);
-        let mut offset = log.log_start_offset();
-        let end = log.high_watermark();
-        while offset < end {
-            let data = log.read(offset, 1 << 20)?;
-            if data.records.is_empty() {
-                break;
+        internal_log::replay(&log, |offset, key, value| match decode_record(key, value) {
+            Ok(record) => coordinator.apply(record),
+            Err(reason) => {
+                tracing::warn!(offset, %reason, "skipping an unreadable transaction record")
             }
-            let mut buf = data.records.clone();
-            let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
-                BrokerError::CorruptMetadata {
-                    path: dir.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-            let mut next = offset;
-            for set in sets {
-                for r in set.records {
-                    next = next.max(r.offset as u64 + 1);
-                    match decode_record(
-                        r.key.as_deref().unwrap_or_default(),
-                        r.value.as_deref().unwrap_or_default(),
-                    ) {
-                        Ok(rec) => coordinator.apply(rec),
-                        Err(reason) => {
-                            tracing::warn!(offset = r.offset, %reason, "skipping an unreadable transaction record")
-                        }
-                    }
-                }
-            }
-            if next <= offset {
-                break;
-            }
-            offset = next;
-        }
+        })?;
         tracing::info!(
             transactional_ids = coordinator.all().count(),
             "transaction state loaded"
@@ -115,13 +70,8 @@ impl TxnService {
 
     /// Appends, fsyncs and applies one record.
     async fn persist(&self, record: TxnRecord) -> Result<(), BrokerError> {
-        let (k, v) = encode_record(&record);
-        let info = self
-            .log
-            .append(&Bytes::from(batch(&[NewRecord::new(now_ms(), &k, &v)])), -1)?;
-        self.log
-            .wait_durable(info.last_offset + 1, PERSIST_TIMEOUT)
-            .await?;
+        let end = internal_log::append(&self.log, &[encode_record(&record)])?;
+        self.log.wait_durable(end, PERSIST_TIMEOUT).await?;
         self.lock().apply(record);
         Ok(())
     }

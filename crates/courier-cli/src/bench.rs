@@ -103,6 +103,24 @@ impl ProducerContext for BenchContext {
     }
 }
 
+/// The broker to measure: `--bootstrap`, or a Courier broker started in a temporary directory
+/// (returned so it lives as long as the benchmark). The topic exists afterwards.
+fn target(args: &ProduceArgs) -> anyhow::Result<(Option<crate::embedded::EmbeddedBroker>, String)> {
+    let embedded = match &args.bootstrap {
+        Some(_) => None,
+        None => {
+            Some(crate::embedded::EmbeddedBroker::start().context("starting an embedded broker")?)
+        }
+    };
+    let bootstrap = match (&args.bootstrap, &embedded) {
+        (Some(b), _) => b.clone(),
+        (None, Some(e)) => e.bootstrap(),
+        (None, None) => anyhow::bail!("no broker to measure"),
+    };
+    crate::admin::ensure_topic(&bootstrap, &args.topic, args.partitions)?;
+    Ok((embedded, bootstrap))
+}
+
 /// Runs a benchmark.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
@@ -114,18 +132,7 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     if args.transactional {
         return produce_transactional(args);
     }
-    let embedded = match &args.bootstrap {
-        Some(_) => None,
-        None => {
-            Some(crate::embedded::EmbeddedBroker::start().context("starting an embedded broker")?)
-        }
-    };
-    let bootstrap = match (&args.bootstrap, &embedded) {
-        (Some(b), _) => b.clone(),
-        (None, Some(e)) => e.bootstrap(),
-        (None, None) => unreachable!("one of the two is set"),
-    };
-    crate::admin::ensure_topic(&bootstrap, &args.topic, args.partitions)?;
+    let (embedded, bootstrap) = target(&args)?;
     let stats = Arc::new(Mutex::new(Stats {
         latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram")?,
         delivered: 0,
@@ -253,18 +260,7 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
 
 /// Transactions of `txn_messages` records, back to back: begin, send, commit.
 fn produce_transactional(args: ProduceArgs) -> anyhow::Result<()> {
-    let embedded = match &args.bootstrap {
-        Some(_) => None,
-        None => {
-            Some(crate::embedded::EmbeddedBroker::start().context("starting an embedded broker")?)
-        }
-    };
-    let bootstrap = match (&args.bootstrap, &embedded) {
-        (Some(b), _) => b.clone(),
-        (None, Some(e)) => e.bootstrap(),
-        (None, None) => unreachable!("one of the two is set"),
-    };
-    crate::admin::ensure_topic(&bootstrap, &args.topic, args.partitions)?;
+    let (embedded, bootstrap) = target(&args)?;
     // ThreadedProducer: a background thread serves delivery reports, so commit_transaction's
     // flush is not paced by the application's polls.
     let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
