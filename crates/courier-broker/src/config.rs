@@ -44,6 +44,9 @@ pub struct BrokerConfig {
     pub txn: TxnConfig,
     /// producer.id.expiration.ms: idempotent producers idle this long are forgotten.
     pub producer_id_expiration_ms: i64,
+    /// Fault injection for crash tests: the process exits right after an EndTxn decision is
+    /// fsynced, before any marker is written (as if SIGKILLed in that window).
+    pub crash_after_txn_prepare: bool,
 }
 
 impl Default for BrokerConfig {
@@ -65,6 +68,7 @@ impl Default for BrokerConfig {
             consumer_group: ConsumerConfig::default(),
             txn: TxnConfig::default(),
             producer_id_expiration_ms: 86_400_000,
+            crash_after_txn_prepare: false,
         }
     }
 }

@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// Forget idempotent producers idle this long (producer.id.expiration.ms). [default: 86400000]
     #[arg(long, env = "COURIER_PRODUCER_ID_EXPIRATION_MS")]
     producer_id_expiration_ms: Option<i64>,
+    /// Fault injection for crash tests only: abort the process right after an EndTxn decision
+    /// is durable, before its markers are written.
+    #[arg(long, hide = true)]
+    fault_crash_after_txn_prepare: bool,
     /// How often retention runs, in ms. [default: 300000]
     #[arg(long, env = "COURIER_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
@@ -218,6 +222,7 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Resolved> {
         anyhow::ensure!(v >= 1, "--producer-id-expiration-ms must be at least 1");
         broker.producer_id_expiration_ms = v;
     }
+    broker.crash_after_txn_prepare = a.fault_crash_after_txn_prepare;
     let log = &mut broker.topic_defaults.log;
     if let Some(v) = a.segment_bytes.or(f.segment_bytes) {
         anyhow::ensure!(v >= 1024, "--segment-bytes must be at least 1024");

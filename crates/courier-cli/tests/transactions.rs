@@ -437,3 +437,45 @@ async fn the_cli_lists_and_describes_transactions() {
     let (ok, _, err) = courier(&["transactions", "describe", "no-such-id"]);
     assert!(!ok && err.contains("not found"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_commit_decision_and_the_markers_completes_on_restart() {
+    // The broker aborts right after the PrepareCommit record is fsynced, before any marker.
+    let mut broker = TestBroker::start_with(&["--fault-crash-after-txn-prepare"]);
+    let b = broker.bootstrap();
+    create_topic(&b, "half", 2).await;
+    let p = txn_producer(&b, "half-id", &[]);
+    p.init_transactions(Duration::from_secs(20)).expect("init");
+    p.begin_transaction().expect("begin");
+    let vals = batch_of("decided", 10);
+    send(&p, "half", &vals);
+    let _ = p.commit_transaction(Duration::from_secs(5)); // The broker dies mid-commit.
+    drop(p);
+    let died = std::time::Instant::now() + Duration::from_secs(10);
+    while broker.log().matches("fault injection").count() == 0 && std::time::Instant::now() < died {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        broker.log().contains("fault injection"),
+        "the broker crashed in the window"
+    );
+    // Restart without the fault: recovery finds the transaction prepared and commits it.
+    broker.restart_with(&[]);
+    let seen = read_from(
+        &b,
+        "half",
+        2,
+        rdkafka::Offset::Beginning,
+        10,
+        Duration::from_secs(30),
+        &[("isolation.level", "read_committed")],
+    );
+    assert_eq!(
+        values(&seen),
+        vals.into_iter().collect::<HashSet<_>>(),
+        "the decided commit completed on recovery"
+    );
+    assert!(broker
+        .log()
+        .contains("completing a transaction left prepared by a crash"));
+}

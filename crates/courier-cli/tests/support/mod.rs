@@ -129,6 +129,12 @@ impl TestBroker {
         }
     }
 
+    /// Starts the broker again on the same data dir and port, with other extra flags.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.extra_args = extra.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     /// Starts the broker again on the same data dir and port.
     pub fn restart(&mut self) {
         self.kill();

@@ -30,6 +30,11 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: EndTxnRequest) -> Reply {
                 // client's retry backoff) while they are written; a failure is retried by the
                 // broker's timer and does not change the answer: the outcome is decided.
                 if let Some(job) = job {
+                    if ctx.broker.config.crash_after_txn_prepare {
+                        tracing::error!(transactional_id = %job.transactional_id, "fault injection: exiting between the decision and the markers");
+                        // Exit at once: no clean shutdown, no core dump, like a SIGKILL.
+                        std::process::exit(137);
+                    }
                     let id = job.transactional_id.clone();
                     if let Err(e) = ctx.broker.complete_transaction(job).await {
                         tracing::warn!(transactional_id = %id, error = %e, "writing markers failed; the timer will retry");
