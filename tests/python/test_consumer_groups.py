@@ -23,6 +23,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+
+import helpers
+from helpers import wait_until
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -40,30 +43,8 @@ CRASH_SESSION_MS = 4000
 # ----------------------------------------------------------------------------- helpers
 
 
-def wait_until(cond, timeout: float, what, interval: float = 0.05):
-    """Polls cond() until it returns something truthy (returned) or fails after `timeout`
-    seconds with `what` (a string, or a callable giving one, for the current state)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for "
-                        f"{what() if callable(what) else what}")
-        time.sleep(interval)
-
-
 def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)],
-                        operation_timeout=10, request_timeout=TIMEOUT)[name].result(TIMEOUT)
-
-    def ready():
-        md = admin.list_topics(name, timeout=TIMEOUT).topics.get(name)
-        return md is not None and md.error is None and len(md.partitions) == partitions
-
-    wait_until(ready, TIMEOUT, f"topic {name} to show {partitions} partitions")
+    helpers.create_topic(bootstrap, name, partitions, TIMEOUT)
 
 
 def produce(bootstrap: str, topic: str, values: list[str]) -> dict[str, tuple[int, int]]:
