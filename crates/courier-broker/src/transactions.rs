@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use courier_coordinator::txn::{
-    decode_record, encode_record, InitOutcome, MarkerJob, TxnConfig, TxnCoordinator, TxnError,
-    TxnRecord,
+    decode_record, encode_record, EndOutcome, EndRequest, InitOutcome, MarkerJob, PartitionCheck,
+    TxnConfig, TxnCoordinator, TxnError, TxnRecord,
 };
 use tokio::sync::watch;
 
@@ -33,6 +33,7 @@ pub struct TxnService {
     /// Serialises transactional operations so each validates against durable state.
     op: tokio::sync::Mutex<()>,
     log: Arc<Partition>,
+    transaction_version: i16,
 }
 
 /// A transactional operation's outcome: refused, or done (maybe with markers to write).
@@ -46,6 +47,7 @@ impl TxnService {
         hw_changed: Arc<watch::Sender<u64>>,
     ) -> Result<Arc<Self>, BrokerError> {
         let log = internal_log::open(meta_dir, "__transaction_state", hw_changed)?;
+        let transaction_version = config.transaction_version;
         let mut coordinator = TxnCoordinator::new(config);
         internal_log::replay(&log, |offset, key, value| match decode_record(key, value) {
             Ok(record) => coordinator.apply(record),
@@ -61,6 +63,7 @@ impl TxnService {
             inner: Mutex::new(coordinator),
             op: tokio::sync::Mutex::new(()),
             log,
+            transaction_version,
         }))
     }
 
@@ -134,24 +137,64 @@ impl TxnService {
         }
     }
 
-    /// EndTxn: the Prepare record is durable when this returns; run the job to finish.
+    /// EndTxn: the Prepare record is durable when this returns; run the outcome's job to
+    /// finish. `tv2`: EndTxn v5+ under transaction version 2 (the epoch is bumped).
     pub async fn end(
         &self,
         id: &str,
         pid: i64,
         epoch: i16,
         commit: bool,
-    ) -> TxnResult<Option<MarkerJob>> {
+        tv2: bool,
+        ids: &ProducerIdManager,
+    ) -> TxnResult<EndOutcome> {
         let _op = self.op.lock().await;
-        let prepared = self.lock().prepare_end(id, pid, epoch, commit, now_ms());
+        let mut alloc_err = None;
+        let prepared = self.lock().prepare_end(
+            &EndRequest {
+                transactional_id: id,
+                producer_id: pid,
+                producer_epoch: epoch,
+                commit,
+                tv2,
+            },
+            now_ms(),
+            || match ids.next() {
+                Ok(pid) => pid,
+                Err(e) => {
+                    alloc_err = Some(e);
+                    -1
+                }
+            },
+        );
+        if let Some(e) = alloc_err {
+            return Err(e);
+        }
         match prepared {
             Err(e) => Ok(Err(e)),
-            Ok(None) => Ok(Ok(None)),
-            Ok(Some((record, job))) => {
-                self.persist(record).await?;
-                Ok(Ok(Some(job)))
+            Ok(outcome) => {
+                if let Some((record, _)) = &outcome.prepared {
+                    self.persist(record.clone()).await?;
+                }
+                Ok(Ok(outcome))
             }
         }
+    }
+
+    /// Where a transactional batch stands with its transaction (KIP-890 verification).
+    pub fn check_partition(
+        &self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        partition: &(String, i32),
+    ) -> Result<PartitionCheck, TxnError> {
+        self.lock().check_partition(id, pid, epoch, partition)
+    }
+
+    /// The finalized transaction.version.
+    pub fn transaction_version(&self) -> i16 {
+        self.transaction_version
     }
 
     /// Marks a transaction complete after its markers are durable.

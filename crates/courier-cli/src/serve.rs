@@ -91,6 +91,11 @@ pub struct ServeArgs {
     /// [default: 900000]
     #[arg(long, env = "COURIER_TRANSACTION_MAX_TIMEOUT_MS")]
     transaction_max_timeout_ms: Option<i32>,
+    /// The transaction protocol version offered to clients (the finalized transaction.version
+    /// feature): 2 = KIP-890 (implicit partition adds, an epoch bump per transaction), 1 = the
+    /// classic protocol. [default: 2]
+    #[arg(long, env = "COURIER_TRANSACTION_VERSION")]
+    transaction_version: Option<i16>,
     /// Forget idempotent producers idle this long (producer.id.expiration.ms). [default: 86400000]
     #[arg(long, env = "COURIER_PRODUCER_ID_EXPIRATION_MS")]
     producer_id_expiration_ms: Option<i64>,
@@ -217,6 +222,13 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Resolved> {
     {
         anyhow::ensure!(v >= 1, "--transaction-max-timeout-ms must be at least 1");
         broker.txn.max_timeout_ms = v;
+    }
+    if let Some(v) = a.transaction_version.or(f.transaction_version) {
+        anyhow::ensure!(
+            matches!(v, 1 | 2),
+            "--transaction-version must be 1 or 2 (got {v})"
+        );
+        broker.txn.transaction_version = v;
     }
     if let Some(v) = a.producer_id_expiration_ms.or(f.producer_id_expiration_ms) {
         anyhow::ensure!(v >= 1, "--producer-id-expiration-ms must be at least 1");

@@ -34,6 +34,7 @@ pub struct FileSettings {
     pub group_consumer_heartbeat_interval_ms: Option<i32>,
     pub group_consumer_session_timeout_ms: Option<i64>,
     pub transaction_max_timeout_ms: Option<i32>,
+    pub transaction_version: Option<i16>,
     pub producer_id_expiration_ms: Option<i64>,
 }
 

@@ -25,16 +25,17 @@ pub fn supported_apis() -> Vec<(ApiKey, VersionRange)> {
         ),
         (
             ApiKey::AddOffsetsToTxn,
-            range::<AddOffsetsToTxnRequest, AddOffsetsToTxnResponse>(0, 3),
+            range::<AddOffsetsToTxnRequest, AddOffsetsToTxnResponse>(0, i16::MAX),
         ),
         (
-            // v5 bumps the epoch on every EndTxn (KIP-890 part 2), not served yet.
+            // v5 bumps the epoch on every EndTxn (KIP-890 part 2, transaction version 2).
             ApiKey::EndTxn,
-            range::<EndTxnRequest, EndTxnResponse>(0, 4),
+            range::<EndTxnRequest, EndTxnResponse>(0, i16::MAX),
         ),
         (
+            // v5 adds the group to the transaction implicitly (transaction version 2).
             ApiKey::TxnOffsetCommit,
-            range::<TxnOffsetCommitRequest, TxnOffsetCommitResponse>(0, 3),
+            range::<TxnOffsetCommitRequest, TxnOffsetCommitResponse>(0, i16::MAX),
         ),
         (
             ApiKey::DescribeTransactions,

@@ -81,6 +81,22 @@ pub fn txn(e: &courier_coordinator::txn::TxnError, producer_fenced: bool) -> i16
     err.code()
 }
 
+/// The code a Produce gets when its transactional batch fails the check against its
+/// transaction (KIP-890 verification). CONCURRENT_TRANSACTIONS (the transaction is ending)
+/// becomes NOT_ENOUGH_REPLICAS as in Kafka: every producer retries that.
+pub fn txn_produce(e: &courier_coordinator::txn::TxnError) -> i16 {
+    use courier_coordinator::txn::TxnError;
+    let err = match e {
+        TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        TxnError::ConcurrentTransactions => ResponseError::NotEnoughReplicas,
+        TxnError::InvalidTxnState | TxnError::InvalidTransactionTimeout => {
+            ResponseError::InvalidTxnState
+        }
+    };
+    err.code()
+}
+
 /// A coordinator outcome as a code: 0 for success.
 pub fn coordinator_outcome(e: Option<&CoordinatorError>) -> i16 {
     e.map(coordinator).unwrap_or(0)

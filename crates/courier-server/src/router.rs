@@ -14,12 +14,12 @@ pub async fn route(ctx: &Arc<Context>, req: DecodedRequest, peer: std::net::Sock
     let version = req.header.request_api_version;
     match req.body {
         RequestKind::ApiVersions(r) => {
-            Reply::now(ResponseKind::ApiVersions(api_versions::handle(r)))
+            Reply::now(ResponseKind::ApiVersions(api_versions::handle(ctx, r)))
         }
         RequestKind::Metadata(r) => {
             Reply::now(ResponseKind::Metadata(metadata::handle(ctx, version, r)))
         }
-        RequestKind::Produce(r) => produce::handle(ctx, version, r),
+        RequestKind::Produce(r) => produce::handle(ctx, version, r).await,
         RequestKind::Fetch(r) => fetch::handle(ctx, version, r),
         RequestKind::ListOffsets(r) => Reply::now(ResponseKind::ListOffsets(list_offsets::handle(
             ctx, version, r,

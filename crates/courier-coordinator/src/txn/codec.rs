@@ -1,5 +1,7 @@
 //! Bytes of a [`TxnRecord`] in the transaction log: key = transactional id, value = the whole
-//! metadata (version u16, then fields; strings as u16 length + UTF-8). Decoding never panics.
+//! metadata (version u16, then fields; strings as u16 length + UTF-8). Version 1 appends the
+//! transaction version 2 fields; version 0 records (written before them) still decode, with
+//! those fields at their defaults. Decoding never panics.
 
 use std::collections::BTreeSet;
 
@@ -7,7 +9,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{TxnRecord, TxnState};
 
-const VERSION: u16 = 0;
+const VERSION: u16 = 1;
 
 fn put_str(b: &mut BytesMut, s: &str) {
     let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
@@ -53,6 +55,10 @@ pub fn encode_record(r: &TxnRecord) -> (Vec<u8>, Vec<u8>) {
     for g in &r.groups {
         put_str(&mut v, g);
     }
+    v.put_u8(u8::from(r.tv2));
+    v.put_i16(r.last_producer_epoch);
+    v.put_i64(r.next_producer_id);
+    v.put_i64(r.prev_producer_id);
     (key, v.to_vec())
 }
 
@@ -61,8 +67,9 @@ pub fn decode_record(key: &[u8], value: &[u8]) -> Result<TxnRecord, String> {
     let transactional_id = String::from_utf8(key.to_vec()).map_err(|e| e.to_string())?;
     let mut b = Bytes::copy_from_slice(value);
     need(&b, 2)?;
-    if b.get_u16() != VERSION {
-        return Err("unknown transaction record version".into());
+    let version = b.get_u16();
+    if version > VERSION {
+        return Err(format!("unknown transaction record version {version}"));
     }
     need(&b, 8 + 2 + 4 + 1 + 8 + 8 + 4)?;
     let producer_id = b.get_i64();
@@ -90,6 +97,12 @@ pub fn decode_record(key: &[u8], value: &[u8]) -> Result<TxnRecord, String> {
     for _ in 0..n {
         groups.insert(get_str(&mut b)?);
     }
+    let (tv2, last_producer_epoch, next_producer_id, prev_producer_id) = if version >= 1 {
+        need(&b, 1 + 2 + 8 + 8)?;
+        (b.get_u8() != 0, b.get_i16(), b.get_i64(), b.get_i64())
+    } else {
+        (false, -1, -1, -1)
+    };
     Ok(TxnRecord {
         transactional_id,
         producer_id,
@@ -100,5 +113,9 @@ pub fn decode_record(key: &[u8], value: &[u8]) -> Result<TxnRecord, String> {
         groups,
         txn_start_ms,
         last_update_ms,
+        tv2,
+        last_producer_epoch,
+        next_producer_id,
+        prev_producer_id,
     })
 }

@@ -103,6 +103,54 @@ pub struct TxnRecord {
     pub txn_start_ms: i64,
     /// When the metadata last changed.
     pub last_update_ms: i64,
+    /// Whether the current (or last) transaction ends the KIP-890 way (transaction version
+    /// 2, EndTxn v5+): its end bumps the epoch, and the markers carry the bumped epoch.
+    pub tv2: bool,
+    /// The epoch the producer used before the last transaction version 2 end bumped it
+    /// (-1 when none): a retried EndTxn arrives with it.
+    pub last_producer_epoch: i16,
+    /// The producer id the completion switches to when the bump reached the largest epoch
+    /// (-1 when none).
+    pub next_producer_id: i64,
+    /// The producer id before such a switch (-1 when none): a retried EndTxn arrives with it.
+    pub prev_producer_id: i64,
+}
+
+/// An EndTxn request.
+#[derive(Debug, Clone, Copy)]
+pub struct EndRequest<'a> {
+    /// The transactional.id.
+    pub transactional_id: &'a str,
+    /// The producer id the request carries.
+    pub producer_id: i64,
+    /// The epoch the request carries.
+    pub producer_epoch: i16,
+    /// Commit (true) or abort.
+    pub commit: bool,
+    /// EndTxn v5+ under transaction version 2: the end bumps the epoch.
+    pub tv2: bool,
+}
+
+/// What EndTxn decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndOutcome {
+    /// The Prepare record to persist and the markers to write; `None` when nothing changes
+    /// (a retry of a completed end, or aborting with nothing open).
+    pub prepared: Option<(TxnRecord, MarkerJob)>,
+    /// The producer id and epoch the producer continues with (EndTxn v5 returns them).
+    pub producer_id: i64,
+    /// See `producer_id`.
+    pub producer_epoch: i16,
+}
+
+/// Where a transactional batch stands with its transaction (KIP-890 verification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionCheck {
+    /// The partition is in the producer's ongoing transaction: append.
+    InTransaction,
+    /// It is not: a transaction version 2 producer adds it implicitly; an older one never
+    /// added it (a late batch of an ended transaction, or a client bug) and is refused.
+    NotAdded,
 }
 
 /// Markers the caller must write, then report with [`TxnCoordinator::markers_written`].
@@ -127,12 +175,17 @@ pub struct MarkerJob {
 pub struct TxnConfig {
     /// transaction.max.timeout.ms.
     pub max_timeout_ms: i32,
+    /// The finalized `transaction.version` feature (1 or 2) advertised in ApiVersions. At 2,
+    /// clients that know KIP-890 part 2 use Produce v12+ (partitions join the transaction
+    /// implicitly) and EndTxn v5 (the epoch is bumped at every end).
+    pub transaction_version: i16,
 }
 
 impl Default for TxnConfig {
     fn default() -> Self {
         Self {
             max_timeout_ms: 900_000,
+            transaction_version: 2,
         }
     }
 }
@@ -217,6 +270,10 @@ impl TxnCoordinator {
                 groups: BTreeSet::new(),
                 txn_start_ms: -1,
                 last_update_ms: now_ms,
+                tv2: false,
+                last_producer_epoch: -1,
+                next_producer_id: -1,
+                prev_producer_id: -1,
             }));
         };
         match t.state {
@@ -246,6 +303,9 @@ impl TxnCoordinator {
                 next.groups.clear();
                 next.txn_start_ms = -1;
                 next.last_update_ms = now_ms;
+                next.tv2 = false;
+                next.last_producer_epoch = -1;
+                next.prev_producer_id = -1;
                 Ok(InitOutcome::Ready(next))
             }
         }
@@ -298,15 +358,69 @@ impl TxnCoordinator {
         Ok(())
     }
 
-    /// EndTxn. `Ok(None)`: a retry of a transaction already completed that way (answer success).
-    pub fn prepare_end(
+    /// Where a transactional batch of `producer_id`/`epoch` for `partition` stands with the
+    /// transaction of `id` (checked before every append of a transactional batch).
+    pub fn check_partition(
         &self,
         id: &str,
         producer_id: i64,
         epoch: i16,
-        commit: bool,
+        partition: &(String, i32),
+    ) -> Result<PartitionCheck, TxnError> {
+        let t = self.validate(id, producer_id, epoch)?;
+        match t.state {
+            TxnState::Ongoing if t.partitions.contains(partition) => {
+                Ok(PartitionCheck::InTransaction)
+            }
+            TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                Err(TxnError::ConcurrentTransactions)
+            }
+            _ => Ok(PartitionCheck::NotAdded),
+        }
+    }
+
+    /// EndTxn. With `tv2` (EndTxn v5+, transaction version 2) ending a transaction bumps the
+    /// epoch: the markers carry the bumped epoch, so no late batch of this transaction can
+    /// join the next one, and the producer continues with the returned id and epoch. A retry
+    /// of an end already decided (the producer never saw the answer, so it still sends the
+    /// old epoch) gets the same answer again. `new_producer_id` is called when the bump
+    /// reaches the largest epoch.
+    pub fn prepare_end(
+        &self,
+        req: &EndRequest<'_>,
         now_ms: i64,
-    ) -> Result<Option<(TxnRecord, MarkerJob)>, TxnError> {
+        new_producer_id: impl FnOnce() -> i64,
+    ) -> Result<EndOutcome, TxnError> {
+        let &EndRequest {
+            transactional_id: id,
+            producer_id,
+            producer_epoch: epoch,
+            commit,
+            tv2,
+        } = req;
+        let unchanged = |t: &TxnRecord| EndOutcome {
+            prepared: None,
+            producer_id: t.producer_id,
+            producer_epoch: t.producer_epoch,
+        };
+        if let Some(t) = self.txns.get(id) {
+            let retry = tv2
+                && t.tv2
+                && t.last_producer_epoch >= 0
+                && epoch == t.last_producer_epoch
+                && (producer_id == t.producer_id || producer_id == t.prev_producer_id);
+            if retry {
+                return match (t.state, commit) {
+                    (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
+                        Ok(unchanged(t))
+                    }
+                    (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                        Err(TxnError::ConcurrentTransactions)
+                    }
+                    _ => Err(TxnError::InvalidTxnState),
+                };
+            }
+        }
         let t = self.validate(id, producer_id, epoch)?;
         match (t.state, commit) {
             (TxnState::Ongoing, _) => {
@@ -317,15 +431,33 @@ impl TxnCoordinator {
                     TxnState::PrepareAbort
                 };
                 next.last_update_ms = now_ms;
+                next.tv2 = tv2;
+                if tv2 {
+                    next.last_producer_epoch = t.producer_epoch;
+                    next.producer_epoch = t.producer_epoch.saturating_add(1);
+                    if next.producer_epoch == i16::MAX {
+                        // The markers use the last epoch; the producer continues under a new id.
+                        next.next_producer_id = new_producer_id();
+                    }
+                }
                 let job = job_for(&next, commit);
-                Ok(Some((next, job)))
+                let (pid, ep) = if next.next_producer_id >= 0 {
+                    (next.next_producer_id, 0)
+                } else {
+                    (next.producer_id, next.producer_epoch)
+                };
+                Ok(EndOutcome {
+                    prepared: Some((next, job)),
+                    producer_id: pid,
+                    producer_epoch: ep,
+                })
             }
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(None),
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(unchanged(t)),
             (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
                 Err(TxnError::ConcurrentTransactions)
             }
             // Aborting with nothing open is harmless (clients do it on error paths).
-            (TxnState::Empty, false) => Ok(None),
+            (TxnState::Empty, false) => Ok(unchanged(t)),
             _ => Err(TxnError::InvalidTxnState),
         }
     }
@@ -342,6 +474,12 @@ impl TxnCoordinator {
         next.state = state;
         next.last_update_ms = now_ms;
         next.txn_start_ms = -1;
+        if t.next_producer_id >= 0 {
+            next.prev_producer_id = t.producer_id;
+            next.producer_id = t.next_producer_id;
+            next.producer_epoch = 0;
+            next.next_producer_id = -1;
+        }
         Some(next)
     }
 

@@ -1,9 +1,13 @@
 //! EndTxn: commit or abort. Answered once the decision is durable and its markers are
 //! written (or, if writing them failed, left to the broker's retry).
+//!
+//! v5+ under transaction version 2 (KIP-890 part 2): the end bumps the producer's epoch, the
+//! markers carry the bumped epoch and the answer tells the producer the id and epoch to
+//! continue with.
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ResponseKind};
+use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId, ResponseKind};
 
 use crate::error_codes;
 use crate::listener::Context;
@@ -12,6 +16,7 @@ use crate::reply::Reply;
 /// Handles one EndTxn request.
 pub fn handle(ctx: &Arc<Context>, version: i16, req: EndTxnRequest) -> Reply {
     let ctx = Arc::clone(ctx);
+    let tv2 = version >= 5 && ctx.broker.txns.transaction_version() >= 2;
     Reply::later(async move {
         let outcome = ctx
             .broker
@@ -21,10 +26,20 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: EndTxnRequest) -> Reply {
                 req.producer_id.0,
                 req.producer_epoch,
                 req.committed,
+                tv2,
+                &ctx.broker.producer_ids,
             )
             .await;
+        let mut response = EndTxnResponse::default()
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
         let code = match outcome {
-            Ok(Ok(job)) => {
+            Ok(Ok(outcome)) => {
+                if version >= 5 {
+                    response.producer_id = ProducerId(outcome.producer_id);
+                    response.producer_epoch = outcome.producer_epoch;
+                }
+                let job = outcome.prepared.map(|(_, job)| job);
                 // The decision is durable. Finish the markers before answering, so the
                 // producer's next transaction does not meet CONCURRENT_TRANSACTIONS (and the
                 // client's retry backoff) while they are written; a failure is retried by the
@@ -45,6 +60,6 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: EndTxnRequest) -> Reply {
             Ok(Err(e)) => error_codes::txn(&e, version >= 2),
             Err(e) => error_codes::code(&e),
         };
-        ResponseKind::EndTxn(EndTxnResponse::default().with_error_code(code))
+        ResponseKind::EndTxn(response.with_error_code(code))
     })
 }

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use courier_broker::{BrokerError, Partition, Topic};
+use courier_coordinator::txn::PartitionCheck;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
@@ -47,14 +49,67 @@ fn resolve(
         .ok_or(ResponseError::UnknownTopicOrPartition)
 }
 
+/// Checks a transactional batch against its transaction, adding the partition under
+/// transaction version 2. `Ok` means append.
+async fn verify_transaction(
+    ctx: &Context,
+    version: i16,
+    transactional_id: Option<&str>,
+    topic: &str,
+    partition: i32,
+    records: &[u8],
+) -> Result<(), i16> {
+    let Ok(header) = courier_storage::batch::parse_header(records) else {
+        return Ok(()); // Malformed: the append refuses it with the right code.
+    };
+    if !header.is_transactional() || header.is_control() {
+        return Ok(());
+    }
+    let Some(id) = transactional_id else {
+        tracing::warn!(
+            topic,
+            partition,
+            "transactional batch without a transactional id"
+        );
+        return Err(ResponseError::InvalidRequest.code());
+    };
+    let txns = &ctx.broker.txns;
+    let tp = (topic.to_string(), partition);
+    let (pid, epoch) = (header.producer_id, header.producer_epoch);
+    match txns.check_partition(id, pid, epoch, &tp) {
+        Ok(PartitionCheck::InTransaction) => Ok(()),
+        Ok(PartitionCheck::NotAdded) if version >= 12 && txns.transaction_version() >= 2 => {
+            match txns
+                .add(id, pid, epoch, std::slice::from_ref(&tp), &[])
+                .await
+            {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(error_codes::txn_produce(&e)),
+                Err(e) => Err(error_codes::code(&e)),
+            }
+        }
+        Ok(PartitionCheck::NotAdded) => {
+            tracing::debug!(
+                transactional_id = id,
+                topic,
+                partition,
+                "transactional batch for a partition not in the transaction"
+            );
+            Err(ResponseError::InvalidTxnState.code())
+        }
+        Err(e) => Err(error_codes::txn_produce(&e)),
+    }
+}
+
 /// Handles one Produce request.
-pub fn handle(ctx: &Arc<Context>, version: i16, req: ProduceRequest) -> Reply {
+pub async fn handle(ctx: &Arc<Context>, version: i16, req: ProduceRequest) -> Reply {
     let acks = req.acks;
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     let valid_acks = matches!(acks, -1..=1);
     if !valid_acks {
         tracing::warn!(acks, "produce with invalid acks");
     }
+    let transactional_id = req.transactional_id.as_ref().map(|t| t.to_string());
     let mut failed = false;
     let mut waits = Vec::new();
     let mut responses = Vec::with_capacity(req.topic_data.len());
@@ -67,7 +122,7 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: ProduceRequest) -> Reply {
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let outcome: Result<(), i16> = (|| {
+            let target: Result<(&Arc<Topic>, Arc<Partition>, &Bytes), i16> = (|| {
                 if !valid_acks {
                     return Err(ResponseError::InvalidRequiredAcks.code());
                 }
@@ -79,26 +134,48 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: ProduceRequest) -> Reply {
                     .records
                     .as_ref()
                     .ok_or(ResponseError::CorruptMessage.code())?;
-                let info = partition
-                    .append(records, acks)
-                    .map_err(|e| error_codes::code(&e))?;
-                tracing::trace!(topic = %topic.name, partition = p.index, base_offset = info.base_offset, last_offset = info.last_offset, duplicate = info.duplicate, "appended");
-                resp.base_offset = info.base_offset as i64;
-                resp.log_append_time_ms = info.log_append_time_ms;
-                resp.log_start_offset = partition.log_start_offset() as i64;
-                if acks == -1 {
-                    waits.push(DurableWait {
-                        partition,
-                        end_offset: info.last_offset + 1,
-                        topic: ti,
-                        index: pi,
-                    });
-                }
-                Ok(())
+                Ok((topic, partition, records))
             })();
-            if let Err(code) = outcome {
-                failed = true;
-                resp.error_code = code;
+            let outcome = match target {
+                Err(code) => Err(code),
+                Ok((topic, partition, records)) => {
+                    match verify_transaction(
+                        ctx,
+                        version,
+                        transactional_id.as_deref(),
+                        &topic.name,
+                        p.index,
+                        records,
+                    )
+                    .await
+                    {
+                        Err(code) => Err(code),
+                        Ok(()) => partition
+                            .append(records, acks)
+                            .map_err(|e| error_codes::code(&e))
+                            .map(|info| (topic, partition, info)),
+                    }
+                }
+            };
+            match outcome {
+                Ok((topic, partition, info)) => {
+                    tracing::trace!(topic = %topic.name, partition = p.index, base_offset = info.base_offset, last_offset = info.last_offset, duplicate = info.duplicate, "appended");
+                    resp.base_offset = info.base_offset as i64;
+                    resp.log_append_time_ms = info.log_append_time_ms;
+                    resp.log_start_offset = partition.log_start_offset() as i64;
+                    if acks == -1 {
+                        waits.push(DurableWait {
+                            partition,
+                            end_offset: info.last_offset + 1,
+                            topic: ti,
+                            index: pi,
+                        });
+                    }
+                }
+                Err(code) => {
+                    failed = true;
+                    resp.error_code = code;
+                }
             }
             partitions.push(resp);
         }

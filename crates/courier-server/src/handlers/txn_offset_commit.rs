@@ -1,4 +1,7 @@
 //! TxnOffsetCommit: consumer offsets that take effect only if the transaction commits.
+//!
+//! v5+ under transaction version 2 (KIP-890 part 2) also does AddOffsetsToTxn's work: the
+//! group joins the transaction implicitly.
 
 use std::sync::Arc;
 
@@ -35,20 +38,41 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: TxnOffsetCommitRequest) -> 
                 })
             })
             .collect();
-        let validated = ctx.broker.txns.validate_offset_commit(
-            req.transactional_id.as_str(),
-            req.producer_id.0,
-            req.producer_epoch,
-            &group,
-        );
+        let implicit_add = version >= 5 && ctx.broker.txns.transaction_version() >= 2;
+        let added = if implicit_add {
+            ctx.broker
+                .txns
+                .add(
+                    req.transactional_id.as_str(),
+                    req.producer_id.0,
+                    req.producer_epoch,
+                    &[],
+                    std::slice::from_ref(&group),
+                )
+                .await
+        } else {
+            Ok(Ok(()))
+        };
+        let fenced_code = version >= 2;
+        let validated: Result<(), i16> = match added {
+            Ok(Ok(())) => ctx
+                .broker
+                .txns
+                .validate_offset_commit(
+                    req.transactional_id.as_str(),
+                    req.producer_id.0,
+                    req.producer_epoch,
+                    &group,
+                )
+                .map_err(|e| error_codes::txn(&e, fenced_code)),
+            Ok(Err(e)) => Err(error_codes::txn(&e, fenced_code)),
+            Err(e) => Err(error_codes::code(&e)),
+        };
         let results: Vec<(String, i32, i16)> = match validated {
-            Err(e) => {
-                let code = error_codes::txn(&e, version >= 2);
-                partitions
-                    .iter()
-                    .map(|(t, p, ..)| (t.clone(), *p, code))
-                    .collect()
-            }
+            Err(code) => partitions
+                .iter()
+                .map(|(t, p, ..)| (t.clone(), *p, code))
+                .collect(),
             Ok(()) => {
                 let known: Vec<_> = partitions
                     .iter()
