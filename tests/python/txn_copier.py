@@ -38,6 +38,8 @@ or loses a line already written):
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import logging
 import os
 import random
 import signal
@@ -324,6 +326,11 @@ def main() -> None:
     args = ap.parse_args()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # Diagnostics for a stalled copier: SIGUSR1 dumps every thread's stack to stderr, and the
+    # clients' warnings go there too (the test shows stderr's tail when it fails).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Out(args.out)
     rng = random.Random(args.seed)
     try:
