@@ -287,7 +287,7 @@ def run_copier_with_crashes(broker, topic_name, spawn_copier, client: str, count
     current = spawn("first")
     restarted = False
     pending_kills = list(kill_at)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 80
     last_progress, last_change = -1, time.monotonic()
     while True:
         now_done = done()
@@ -296,7 +296,7 @@ def run_copier_with_crashes(broker, topic_name, spawn_copier, client: str, count
         now = time.monotonic()
         if now_done != last_progress:
             last_progress, last_change = now_done, now
-        if now > deadline or now - last_change > 25:
+        if now > deadline or now - last_change > 40:
             if current.proc.poll() is None:  # its thread stacks, for the failure message
                 current.proc.send_signal(signal.SIGUSR1)
                 time.sleep(0.5)
@@ -388,7 +388,7 @@ def run_copier_with_crashes(broker, topic_name, spawn_copier, client: str, count
           f"unexpected copier exits: {unexpected_exits or 'none'}")
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 def test_copier_exactly_once_confluent(start_broker, topic_name, spawn_copier):
     """confluent-kafka copier, 3000 keyed records over 3 partitions: SIGKILLed 4 times at random
     points (each replacement fences the zombie), the broker SIGKILLed and restarted once, 10 %
@@ -399,17 +399,15 @@ def test_copier_exactly_once_confluent(start_broker, topic_name, spawn_copier):
                             record_delay_ms=1)
 
 
-# Quarantined (not strict): one CI run stalled — after the broker SIGKILL and restart the
-# kafka-python copier made no progress for 25 s and its open transaction was aborted by the
-# broker's timeout (no broker error logged; the copier logged nothing either). It has not
-# happened again in 20 local runs since. The copier now logs kafka-python's warnings and dumps
-# every thread's stack on SIGUSR1, which the test sends before failing, so the next occurrence
-# shows where it waits. The test still runs every time and its checks are unchanged; a pass is
-# reported as XPASS.
-@pytest.mark.xfail(strict=False, reason="rare stall of the kafka-python copier after a broker restart (investigating)")
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 def test_copier_exactly_once_kafka_python(start_broker, topic_name, spawn_copier):
-    """The same with kafka-python's transactional producer and read_committed consumer."""
+    """The same with kafka-python's transactional producer and read_committed consumer.
+
+    kafka-python 3.0 can lose a transactional request when the coordinator connection fails
+    while the broker restarts (its sender drops the request handler when connecting raises),
+    and then waits for it forever; the copier bounds those calls (--txn-call-timeout) and
+    exits like a crash, and a replacement takes over. Found with a thread dump of a stalled
+    copier under CPU load."""
     broker = start_broker(*BROKER_FLAGS)
     run_copier_with_crashes(broker, topic_name, spawn_copier, "kafka-python", count=3000,
                             kills=3, record_delay_ms=1)

@@ -31,7 +31,8 @@ or loses a line already written):
     B <n> <p:o,...>            aborted a transaction of n records on purpose; rewound to p:o
     R <n> <p:o,...> <error>    aborted a transaction of n records after an error; rewound to p:o
     E <text>                   a non-fatal error (retried)
-    F <text>                   a fatal error; the process exits with status 3
+    F <text>                   a fatal error; the process exits with status 3 (5: a
+                               kafka-python transactional call never returned)
     X                          it stopped cleanly (SIGTERM: finishes the transaction, closes)
 """
 
@@ -44,6 +45,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -256,6 +258,32 @@ def run_kafka_python(args, out: Out, rng: random.Random) -> None:
             except (Errors.KafkaError, AssertionError, ValueError) as e:
                 out.line(f"E seek {p}:{o} failed: {e!r}")
 
+    def bounded(what: str, fn, *fn_args) -> None:
+        """Runs a transactional call that kafka-python waits on without a timeout, giving up
+        after --txn-call-timeout seconds: kafka-python 3.0's sender drops a transactional
+        request when connecting to the coordinator raises (sender.py: the handler is neither
+        sent nor re-enqueued), and the caller then waits forever. A copier stuck that way
+        exits (status 5, like a crash); its replacement fences it and carries on."""
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def call():
+            try:
+                fn(*fn_args)
+            except BaseException as e:  # handed to the caller's thread
+                failure.append(e)
+            finally:
+                done.set()
+
+        threading.Thread(target=call, daemon=True, name=what).start()
+        if not done.wait(args.txn_call_timeout):
+            out.line(f"F {what} did not return within {args.txn_call_timeout}s "
+                     "(kafka-python lost the request); exiting")
+            faulthandler.dump_traceback(all_threads=True)
+            os._exit(5)
+        if failure:
+            raise failure[0]
+
     def transact(records) -> None:
         first, nxt = batch_offsets((r.partition, r.offset) for r in records)
         try:
@@ -265,23 +293,23 @@ def run_kafka_python(args, out: Out, rng: random.Random) -> None:
             producer.flush(timeout=args.op_timeout)  # in the log before the offsets/abort
             if args.record_delay_ms:
                 time.sleep(args.record_delay_ms * len(records) / 1000)
-            producer.send_offsets_to_transaction(
-                {TopicPartition(args.input, p): OffsetAndMetadata(o, "", -1)
-                 for p, o in nxt.items()},
-                consumer.group_metadata())
+            bounded("send_offsets_to_transaction", producer.send_offsets_to_transaction,
+                    {TopicPartition(args.input, p): OffsetAndMetadata(o, "", -1)
+                     for p, o in nxt.items()},
+                    consumer.group_metadata())
             if args.abort_fraction and rng.random() < args.abort_fraction:
-                producer.abort_transaction()
+                bounded("abort_transaction", producer.abort_transaction)
                 rewind(first)
                 out.line(f"B {len(records)} {fmt_offsets(first)}")
                 return
-            producer.commit_transaction()
+            bounded("commit_transaction", producer.commit_transaction)
             out.line(f"T {len(records)} {fmt_offsets(nxt)}")
         except (Errors.ProducerFencedError, Errors.InvalidProducerEpochError,
                 Errors.TransactionalIdAuthorizationFailedError) as e:
             raise Fatal(repr(e)) from e
         except Errors.KafkaError as e:
             try:
-                producer.abort_transaction()
+                bounded("abort_transaction", producer.abort_transaction)
             except Errors.KafkaError as e2:
                 raise Fatal(f"abort after {e!r} failed: {e2!r}") from e2
             rewind(first)
@@ -320,6 +348,9 @@ def main() -> None:
     ap.add_argument("--transaction-timeout-ms", type=int, default=20000)
     ap.add_argument("--op-timeout", type=float, default=20.0,
                     help="seconds for init/commit/abort/send_offsets calls, retries included")
+    ap.add_argument("--txn-call-timeout", type=float, default=15.0,
+                    help="kafka-python: seconds to wait for send_offsets_to_transaction, "
+                         "commit_transaction or abort_transaction before exiting (status 5)")
     ap.add_argument("--debug", default="", help="librdkafka debug contexts of the producer")
     ap.add_argument("--session-timeout-ms", type=int, default=3000)
     ap.add_argument("--heartbeat-interval-ms", type=int, default=300)
