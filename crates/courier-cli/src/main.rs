@@ -1,4 +1,5 @@
-//! `courier`: the broker, its benchmarks and its admin commands, in one binary.
+//! `courier`: the broker, its benchmarks, its admin commands and its delivery verifier, in one
+//! binary.
 
 mod admin;
 mod bench;
@@ -8,6 +9,7 @@ mod serve;
 mod settings;
 mod topics;
 mod transactions;
+mod verify;
 mod wire;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +41,9 @@ enum Command {
     /// Inspect transactions.
     #[command(subcommand)]
     Transactions(transactions::TransactionsCommand),
+    /// Verify delivery guarantees: check a recorded history for anomalies.
+    #[command(subcommand)]
+    Verify(verify::VerifyCommand),
 }
 
 fn init_logging(level: &str) {
@@ -60,6 +65,8 @@ fn main() -> std::process::ExitCode {
         Command::Groups(cmd) => groups::run(cmd),
         Command::Topics(cmd) => topics::run(cmd),
         Command::Transactions(cmd) => transactions::run(cmd),
+        // Its exit status says more than success or failure: 1 is a verdict, 2 bad input.
+        Command::Verify(cmd) => return verify::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
