@@ -290,68 +290,45 @@ fn transaction(
             }
         }
     }
-    let abort = send_failed || rng.gen_bool(shared.abort_rate);
-    if abort {
-        return match producer.abort_transaction(timeout) {
-            Ok(()) => {
-                counters.fail.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .recorder
-                    .record(process, "fail", "txn", ops(&offsets));
-                TxnEnd::Continue
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "abort_transaction failed");
-                counters.info.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .recorder
-                    .record(process, "info", "txn", ops(&offsets));
-                shared
-                    .recorder
-                    .record(process, "info", "crash", Value::Null);
-                TxnEnd::Recreate
-            }
+    let value = ops(&offsets);
+    // Records the transaction's outcome; an unknown outcome also ends the process (its
+    // producer is recreated, and with it a new process id).
+    let finish = |kind: &'static str| {
+        let counter = match kind {
+            "ok" => &counters.ok,
+            "fail" => &counters.fail,
+            _ => &counters.info,
         };
-    }
-    match producer.commit_transaction(timeout) {
-        Ok(()) => {
-            counters.ok.fetch_add(1, Ordering::Relaxed);
-            shared.recorder.record(process, "ok", "txn", ops(&offsets));
-            TxnEnd::Continue
-        }
-        Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
-            // Not committed: abort, and the outcome is a definite failure.
-            match producer.abort_transaction(timeout) {
-                Ok(()) => {
-                    counters.fail.fetch_add(1, Ordering::Relaxed);
-                    shared
-                        .recorder
-                        .record(process, "fail", "txn", ops(&offsets));
-                    TxnEnd::Continue
-                }
-                Err(_) => {
-                    counters.info.fetch_add(1, Ordering::Relaxed);
-                    shared
-                        .recorder
-                        .record(process, "info", "txn", ops(&offsets));
-                    shared
-                        .recorder
-                        .record(process, "info", "crash", Value::Null);
-                    TxnEnd::Recreate
-                }
-            }
-        }
-        Err(e) => {
-            // Retriable or fatal: the commit may or may not have happened.
-            tracing::debug!(error = %e, "commit_transaction failed");
-            counters.info.fetch_add(1, Ordering::Relaxed);
-            shared
-                .recorder
-                .record(process, "info", "txn", ops(&offsets));
+        counter.fetch_add(1, Ordering::Relaxed);
+        shared.recorder.record(process, kind, "txn", value.clone());
+        if kind == "info" {
             shared
                 .recorder
                 .record(process, "info", "crash", Value::Null);
             TxnEnd::Recreate
+        } else {
+            TxnEnd::Continue
+        }
+    };
+    // An abort that succeeds is a definite failure; one that fails leaves it unknown.
+    let abort = |why: &str| match producer.abort_transaction(timeout) {
+        Ok(()) => finish("fail"),
+        Err(e) => {
+            tracing::debug!(error = %e, why, "abort_transaction failed");
+            finish("info")
+        }
+    };
+    if send_failed || rng.gen_bool(shared.abort_rate) {
+        return abort("deliberate or after a failed send");
+    }
+    match producer.commit_transaction(timeout) {
+        Ok(()) => finish("ok"),
+        // Not committed: abort, and the outcome is a definite failure.
+        Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => abort("commit refused"),
+        Err(e) => {
+            // Retriable or fatal: the commit may or may not have happened.
+            tracing::debug!(error = %e, "commit_transaction failed");
+            finish("info")
         }
     }
 }
