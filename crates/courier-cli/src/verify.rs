@@ -39,7 +39,8 @@ pub struct RunArgs {
     /// key from the beginning: 60, 60s, 10m.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
-    /// Producers: acks0, acks-all, idempotent or transactional.
+    /// Producers: acks0, acks-all, idempotent, transactional, or rpw (idempotent producers
+    /// feed the topic and the group's consumers run read-process-write transactions).
     #[arg(long, default_value = "idempotent")]
     mode: Mode,
     /// Consumers' isolation level: read_committed or read_uncommitted.
@@ -58,7 +59,8 @@ pub struct RunArgs {
     /// Processes per plain producer client: sends in flight per client.
     #[arg(long, default_value_t = 4)]
     slots: usize,
-    /// Consumers in the consumer group (subscribe, commit after each poll).
+    /// Consumers in the consumer group (subscribe, commit after each poll; in rpw mode the
+    /// read-process-write processes).
     #[arg(long, default_value_t = 2)]
     group_consumers: usize,
     /// Consumers that assign every partition from the beginning.

@@ -3,8 +3,9 @@
 //! the history and checks it.
 //!
 //! - Courier keeps exactly-once under broker SIGKILLs, pauses, lost acks, cut connections,
-//!   delays, network partitions and client crashes — for the idempotent producer and for
-//!   transactions (the CI verification; `VERIFY_SEED` picks another schedule).
+//!   delays, network partitions and client crashes — for the idempotent producer, for
+//!   transactions and for read-process-write transactions that commit consumer offsets (the
+//!   CI verification; `VERIFY_SEED` picks another schedule).
 //! - The verifier is not blind: the same lost acks make a non-idempotent acks=all producer
 //!   store values twice, and the run is judged invalid under exactly-once (exit 1) and
 //!   valid under at-least-once, from the same history.
@@ -118,6 +119,32 @@ fn transactions_keep_exactly_once_under_broker_kills() {
         count(&r, "txns", "fail") > 10,
         "deliberate aborts are recorded as failed transactions"
     );
+}
+
+#[test]
+fn read_process_write_transactions_keep_exactly_once_under_faults() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out_dir = dir.path().join("run");
+    let out = courier(&[
+        "verify",
+        "run",
+        "--duration",
+        "20s",
+        "--mode",
+        "rpw",
+        "--schedule",
+        "kill-broker@4s+2s,lost-ack@8s+3s,client-crash@12s+1s,pause-broker@14s+1s",
+        "--seed",
+        &seed(),
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--no-progress",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let r = report(&out_dir);
+    assert_eq!(r["valid"], Value::Bool(true));
+    assert!(count(&r, "txns", "ok") > 100, "{}", describe(&out));
+    assert!(count(&r, "sends", "ok") > 100, "the idempotent feeders ran");
 }
 
 #[test]

@@ -60,14 +60,16 @@ impl ConsumerContext for RecordingContext {
 }
 
 impl RecordingContext {
-    fn take(&self) -> Vec<Vec<String>> {
+    /// The rebalances seen since the last call: each the keys newly assigned (empty for a
+    /// revocation).
+    pub(super) fn take(&self) -> Vec<Vec<String>> {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
-type VerifyConsumer = BaseConsumer<RecordingContext>;
+pub(super) type VerifyConsumer = BaseConsumer<RecordingContext>;
 
-fn create(
+pub(super) fn create(
     shared: &Shared,
     group: Option<&str>,
     client: &str,
@@ -117,7 +119,7 @@ impl PollOp {
     }
 }
 
-fn record_assignments(shared: &Shared, process: i64, events: Vec<Vec<String>>) {
+pub(super) fn record_assignments(shared: &Shared, process: i64, events: Vec<Vec<String>>) {
     for keys in events {
         let value = json!({ "keys": keys });
         shared

@@ -12,7 +12,7 @@ use rdkafka::config::ClientConfig;
 use super::faults::{self, Environment};
 use super::progress::Progress;
 use super::recorder::Recorder;
-use super::{consumer, header, producer, Mode, RunOptions, Shared};
+use super::{consumer, header, producer, rpw, Mode, RunOptions, Shared};
 use crate::{check, history, html, report, CheckOptions, CheckResult, VerifyError};
 
 /// How long the final read may take.
@@ -160,9 +160,11 @@ async fn workload_in(
     for worker in 0..options.group_consumers {
         let s = Arc::clone(&shared);
         let g = group.clone();
-        blocking_workers.push(tokio::task::spawn_blocking(move || {
-            consumer::run(s, worker, Some(g))
-        }));
+        blocking_workers.push(if options.mode == Mode::Rpw {
+            tokio::task::spawn_blocking(move || rpw::run(s, worker, g))
+        } else {
+            tokio::task::spawn_blocking(move || consumer::run(s, worker, Some(g)))
+        });
     }
     for i in 0..options.assign_consumers {
         let s = Arc::clone(&shared);

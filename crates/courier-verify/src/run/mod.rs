@@ -9,6 +9,7 @@
 //!
 //! - [`producer`]: plain sends (acks=0, acks=all, idempotent) and transactions;
 //! - [`consumer`]: group and assigned consumers, and the final read;
+//! - [`rpw`]: read-process-write transactions (consume, produce, commit offsets);
 //! - [`faults`]: the broker process, the proxy and the schedule, driven over time;
 //! - [`progress`]: the live display.
 
@@ -18,6 +19,7 @@ pub mod faults;
 pub mod producer;
 pub mod progress;
 pub mod recorder;
+pub mod rpw;
 
 pub use driver::{execute, RunOutcome};
 
@@ -57,6 +59,10 @@ pub enum Mode {
     Idempotent,
     /// Transactions of 1-4 sends, some aborted on purpose.
     Transactional,
+    /// Idempotent producers feed the topic; the group's consumers are read-process-write
+    /// processes: poll, send one new value per record read and commit the offsets, all in
+    /// one transaction.
+    Rpw,
 }
 
 impl Mode {
@@ -67,6 +73,7 @@ impl Mode {
             Mode::AcksAll => "acks-all",
             Mode::Idempotent => "idempotent",
             Mode::Transactional => "transactional",
+            Mode::Rpw => "rpw",
         }
     }
 
@@ -77,7 +84,7 @@ impl Mode {
         match self {
             Mode::Acks0 => Guarantee::AtMostOnce,
             Mode::AcksAll => Guarantee::AtLeastOnce,
-            Mode::Idempotent | Mode::Transactional => Guarantee::ExactlyOnce,
+            Mode::Idempotent | Mode::Transactional | Mode::Rpw => Guarantee::ExactlyOnce,
         }
     }
 }
@@ -91,9 +98,11 @@ impl std::str::FromStr for Mode {
             "acks-all" | "acks=all" => Mode::AcksAll,
             "idempotent" => Mode::Idempotent,
             "transactional" => Mode::Transactional,
+            "rpw" | "read-process-write" => Mode::Rpw,
             other => {
                 return Err(format!(
-                    "unknown mode {other:?} (expected acks0, acks-all, idempotent or transactional)"
+                    "unknown mode {other:?} (expected acks0, acks-all, idempotent, \
+                     transactional or rpw)"
                 ))
             }
         })

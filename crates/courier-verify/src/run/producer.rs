@@ -22,12 +22,12 @@ use serde_json::Value;
 use super::recorder::micro;
 use super::{Mode, QuietContext, Shared};
 
-type QuietProducer = FutureProducer<QuietContext>;
+pub(super) type QuietProducer = FutureProducer<QuietContext>;
 
 /// How long one send may take before the client gives up (an `info` outcome).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn config(shared: &Shared, mode: Mode, client: &str) -> ClientConfig {
+pub(super) fn config(shared: &Shared, mode: Mode, client: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &shared.bootstrap)
         .set("client.id", client)
@@ -40,7 +40,8 @@ fn config(shared: &Shared, mode: Mode, client: &str) -> ClientConfig {
     match mode {
         Mode::Acks0 => c.set("acks", "0").set("enable.idempotence", "false"),
         Mode::AcksAll => c.set("acks", "all").set("enable.idempotence", "false"),
-        Mode::Idempotent => c.set("acks", "all").set("enable.idempotence", "true"),
+        // In rpw mode the plain producers are idempotent; the rpw processes are transactional.
+        Mode::Idempotent | Mode::Rpw => c.set("acks", "all").set("enable.idempotence", "true"),
         Mode::Transactional => c
             .set("acks", "all")
             .set("transactional.id", format!("{client}-txn"))
@@ -335,7 +336,7 @@ fn transaction(
 
 /// Waits for a delivery future on this blocking thread (one of the runtime's
 /// `spawn_blocking` threads, so the handle is there).
-fn block_on<F: std::future::Future>(f: F) -> Option<F::Output> {
+pub(super) fn block_on<F: std::future::Future>(f: F) -> Option<F::Output> {
     tokio::runtime::Handle::try_current()
         .ok()
         .map(|h| h.block_on(f))
