@@ -115,15 +115,18 @@ async fn retention_by_size_deletes_old_segments() {
     produce_keyed(&p, "bounded", &records).await;
     let c = consumer(&broker.bootstrap(), &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
+    // Retention may run mid-produce and then again; wait until the low watermark has settled
+    // (unchanged across several retention passes) before reading from it.
+    let mut last = (-1, -1);
     let (low, high) = loop {
         let wm =
             rdkafka::consumer::Consumer::fetch_watermarks(&c, "bounded", 0, Duration::from_secs(5))
                 .expect("wm");
-        // Retention may run mid-produce and then again; wait for the pass after the last write.
-        if wm.0 > 700 || Instant::now() > deadline {
+        if (wm.0 > 700 && wm == last) || Instant::now() > deadline {
             break wm;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        last = wm;
+        std::thread::sleep(Duration::from_millis(700));
     };
     assert_eq!(high, 1000);
     assert!(
