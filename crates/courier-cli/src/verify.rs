@@ -32,7 +32,9 @@ pub enum VerifyCommand {
 /// `verify run`.
 #[derive(Args)]
 pub struct RunArgs {
-    /// Test this broker instead of starting one (then only client-crash faults apply).
+    /// Test this broker instead of starting one: the fault proxy stands in front of it
+    /// (rewriting the broker address in Metadata answers so clients stay behind it); faults
+    /// that act on the broker process are then unavailable.
     #[arg(long)]
     bootstrap: Option<String>,
     /// How long the workload runs before the final phase heals every fault and reads every
@@ -72,13 +74,12 @@ pub struct RunArgs {
     /// Fraction of transactions aborted on purpose (transactional mode).
     #[arg(long, default_value_t = 0.1)]
     abort_rate: f64,
-    /// Fault kinds for the random schedule, comma-separated, or "none". Also available:
+    /// Fault kinds for the random schedule, comma-separated, or "none". Default:
+    /// kill-broker, pause-broker, lost-ack, cut-connections, delay, partition, client-crash
+    /// (with --bootstrap, only those that do not act on the broker process). Also available:
     /// truncate-segment (destroys written data: expect lost writes) and disk-full (root).
-    #[arg(
-        long,
-        default_value = "kill-broker,pause-broker,lost-ack,cut-connections,delay,partition,client-crash"
-    )]
-    faults: String,
+    #[arg(long)]
+    faults: Option<String>,
     /// An explicit schedule instead: "kill-broker@5s+2s,lost-ack@8s+3s".
     #[arg(long)]
     schedule: Option<String>,
@@ -156,11 +157,17 @@ pub fn run(cmd: VerifyCommand) -> ExitCode {
 }
 
 fn run_workload(args: RunArgs) -> ExitCode {
-    let faults: Result<Vec<FaultKind>, String> = if args.faults.trim() == "none" {
+    let spec = args.faults.clone().unwrap_or_else(|| {
+        if args.bootstrap.is_some() {
+            "lost-ack,cut-connections,delay,partition,client-crash".into()
+        } else {
+            "kill-broker,pause-broker,lost-ack,cut-connections,delay,partition,client-crash".into()
+        }
+    });
+    let faults: Result<Vec<FaultKind>, String> = if spec.trim() == "none" {
         Ok(Vec::new())
     } else {
-        args.faults
-            .split(',')
+        spec.split(',')
             .filter(|s| !s.trim().is_empty())
             .map(|s| s.trim().parse::<FaultKind>().map_err(|e| e.to_string()))
             .collect()

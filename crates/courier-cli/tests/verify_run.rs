@@ -9,7 +9,11 @@
 //! - The verifier is not blind: the same lost acks make a non-idempotent acks=all producer
 //!   store values twice, and the run is judged invalid under exactly-once (exit 1) and
 //!   valid under at-least-once, from the same history.
+//! - Against a broker given with `--bootstrap` (one the tool did not start) the proxy still
+//!   sits in every connection: the lost acks reach it too.
 //! - Bad arguments get a clear message and exit status 2.
+
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -185,6 +189,37 @@ fn lost_acks_duplicate_a_plain_producer_and_the_verifier_says_so() {
 }
 
 #[test]
+fn network_faults_reach_a_broker_given_with_bootstrap() {
+    // A broker this tool did not start advertises its own address; the proxy rewrites it in
+    // Metadata answers, so the producers' connections (and their lost acks) go through it.
+    let broker = support::TestBroker::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let out_dir = dir.path().join("run");
+    let out = courier(&[
+        "verify",
+        "run",
+        "--bootstrap",
+        &broker.addr,
+        "--duration",
+        "12s",
+        "--mode",
+        "acks-all",
+        "--guarantee",
+        "exactly-once",
+        "--schedule",
+        "lost-ack@3s+5s,cut-connections@9s+1s",
+        "--seed",
+        &seed(),
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--no-progress",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let r = report(&out_dir);
+    assert_eq!(r["forbidden"], serde_json::json!(["duplicate"]), "{r}");
+}
+
+#[test]
 fn bad_arguments_are_refused_with_a_message() {
     let out = courier(&[
         "verify",
@@ -213,7 +248,7 @@ fn bad_arguments_are_refused_with_a_message() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("only client-crash"), "{err}");
+    assert!(err.contains("not this tool's to kill"), "{err}");
 
     let out = courier(&["verify", "run", "--duration", "soon"]);
     assert_eq!(out.status.code(), Some(2));

@@ -4,6 +4,7 @@
 //! |-------------------------------------|--------------|---------------|--------------|
 //! | inconsistent-offsets                | forbidden    | forbidden     | forbidden    |
 //! | duplicate                           | forbidden    | allowed       | forbidden    |
+//! | double-processed                    | forbidden    | allowed       | forbidden    |
 //! | lost-write, unseen                  | allowed      | forbidden     | forbidden    |
 //! | poll-skip, int-poll-skip            | allowed      | forbidden     | forbidden    |
 //! | nonmonotonic-poll, int-nonmonotonic-poll | forbidden | allowed    | forbidden    |
@@ -29,7 +30,9 @@ pub fn is_forbidden(kind: AnomalyKind, guarantee: Guarantee, isolation: Isolatio
     let read_committed = isolation == Isolation::ReadCommitted;
     match kind {
         K::InconsistentOffsets | K::NonmonotonicSend | K::IntNonmonotonicSend => true,
-        K::Duplicate | K::NonmonotonicPoll | K::IntNonmonotonicPoll => guarantee != G::AtLeastOnce,
+        K::Duplicate | K::DoubleProcessed | K::NonmonotonicPoll | K::IntNonmonotonicPoll => {
+            guarantee != G::AtLeastOnce
+        }
         K::LostWrite | K::Unseen | K::PollSkip | K::IntPollSkip => guarantee != G::AtMostOnce,
         K::AbortedRead => read_committed,
         K::PrecommittedRead | K::G1c => read_committed && guarantee == G::ExactlyOnce,
@@ -45,6 +48,11 @@ pub fn rationale(kind: AnomalyKind) -> &'static str {
         K::Duplicate => {
             "a record stored twice is delivered twice: at-least-once allows that, at-most-once \
              and exactly-once do not"
+        }
+        K::DoubleProcessed => {
+            "an input record consumed by two committed transactions was processed twice: \
+             at-least-once allows that redelivery, exactly-once (offsets committed in the \
+             transaction) and at-most-once do not"
         }
         K::LostWrite | K::Unseen => {
             "an acknowledged record must be delivered under at-least-once and exactly-once; \
@@ -92,6 +100,7 @@ mod tests {
         let row = |k| G::ALL.map(|g| is_forbidden(k, g, rc));
         assert_eq!(row(K::InconsistentOffsets), [true, true, true]);
         assert_eq!(row(K::Duplicate), [true, false, true]);
+        assert_eq!(row(K::DoubleProcessed), [true, false, true]);
         assert_eq!(row(K::LostWrite), [false, true, true]);
         assert_eq!(row(K::Unseen), [false, true, true]);
         assert_eq!(row(K::AbortedRead), [true, true, true]);
@@ -102,5 +111,6 @@ mod tests {
         assert!(!is_forbidden(K::AbortedRead, G::ExactlyOnce, ru));
         assert!(!is_forbidden(K::G1c, G::ExactlyOnce, ru));
         assert!(is_forbidden(K::Duplicate, G::ExactlyOnce, ru));
+        assert!(is_forbidden(K::DoubleProcessed, G::ExactlyOnce, ru));
     }
 }

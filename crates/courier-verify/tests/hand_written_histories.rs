@@ -107,6 +107,27 @@ fn a_duplicate_is_allowed_only_at_least_once() {
 }
 
 #[test]
+fn input_read_by_two_committed_transactions_is_double_processed() {
+    let r = check_file("double_processed.jsonl");
+    assert_eq!(counts(&r), vec![("double-processed", 1)]);
+    let a = nth(&r, AnomalyKind::DoubleProcessed, 0);
+    // p1 and p2 (handed k0 by a rebalance before p1 committed) both read k0@0 and committed.
+    // k0@1 was read by p2's aborted transaction and its committed retry: once, not twice.
+    assert_eq!(site(a), (Some("k0"), vec![0], vec![1], vec![14, 15]));
+    assert_eq!(fault_kinds(a), vec!["pause-broker"]);
+    assert_eq!(a.time, 17_000_000);
+    assert!(a
+        .explanation
+        .contains("consumed by 2 committed transactions: op 14 (p1 txn), op 15 (p2 txn)"));
+    assert_eq!(verdicts(&r), [false, true, false]);
+    assert!(!r.valid(), "the header claims exactly-once");
+    assert_eq!(r.forbidden(), vec![AnomalyKind::DoubleProcessed]);
+    let s = &r.stats;
+    assert_eq!((s.txns.ok, s.txns.fail, s.txns.info), (3, 1, 0));
+    assert_eq!((s.rebalances, s.faults), (2, 1));
+}
+
+#[test]
 fn a_lost_write_is_allowed_only_at_most_once() {
     let r = check_file("lost_write.jsonl");
     assert_eq!(counts(&r), vec![("lost-write", 1)]);
@@ -255,6 +276,7 @@ fn the_histories_cover_every_anomaly_kind() {
     let files = [
         "inconsistent_offsets.jsonl",
         "duplicate.jsonl",
+        "double_processed.jsonl",
         "lost_write.jsonl",
         "unseen.jsonl",
         "aborted_read.jsonl",

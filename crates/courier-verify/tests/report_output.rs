@@ -80,7 +80,7 @@ fn the_json_report_holds_the_same_findings() {
         serde_json::json!({"at-most-once": true, "at-least-once": false, "exactly-once": false})
     );
     let kinds = json["anomalies"].as_array().unwrap();
-    assert_eq!(kinds.len(), 15);
+    assert_eq!(kinds.len(), 16);
     let lost = kinds.iter().find(|k| k["kind"] == "lost-write").unwrap();
     assert_eq!(lost["count"], 1);
     assert_eq!(lost["forbidden"], true);

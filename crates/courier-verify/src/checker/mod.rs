@@ -3,6 +3,7 @@
 //! - [`version_order`]: what each key's log holds: inconsistent offsets and duplicates.
 //! - [`delivery`]: acknowledged values that were never read: lost writes and unseen values.
 //! - [`isolation`]: reads transactions should have hidden: aborted and precommitted reads.
+//! - [`processing`]: input consumed by two committed read-process-write transactions.
 //! - [`order`]: per-process order: poll skips, non-monotonic polls and sends.
 //! - [`cycles`]: write/read dependency cycles between operations (G0, G1c).
 //!
@@ -13,6 +14,7 @@ mod cycles;
 mod delivery;
 mod isolation;
 mod order;
+mod processing;
 mod version_order;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -30,6 +32,11 @@ pub enum AnomalyKind {
     InconsistentOffsets,
     /// One value observed at two or more offsets of a key: it was stored twice.
     Duplicate,
+    /// A record (key, offset, value) read by the polls of two or more committed (ok) `txn`
+    /// operations: in read-process-write, where the group commits its offsets inside each
+    /// transaction, the input was processed twice. Aborted and indeterminate transactions,
+    /// and plain polls, do not count.
+    DoubleProcessed,
     /// An acknowledged value (ok send, committed txn) that no poll ever read, although its
     /// offset is at or below the highest offset some poll read on that key: consumers got
     /// past it, so it should have been delivered.
@@ -71,9 +78,10 @@ pub enum AnomalyKind {
 
 impl AnomalyKind {
     /// Every kind, in report order.
-    pub const ALL: [AnomalyKind; 15] = [
+    pub const ALL: [AnomalyKind; 16] = [
         AnomalyKind::InconsistentOffsets,
         AnomalyKind::Duplicate,
+        AnomalyKind::DoubleProcessed,
         AnomalyKind::LostWrite,
         AnomalyKind::Unseen,
         AnomalyKind::AbortedRead,
@@ -94,6 +102,7 @@ impl AnomalyKind {
         match self {
             AnomalyKind::InconsistentOffsets => "inconsistent-offsets",
             AnomalyKind::Duplicate => "duplicate",
+            AnomalyKind::DoubleProcessed => "double-processed",
             AnomalyKind::LostWrite => "lost-write",
             AnomalyKind::Unseen => "unseen",
             AnomalyKind::AbortedRead => "aborted-read",
@@ -327,6 +336,7 @@ pub(crate) fn run(history: &History, isolation: Isolation) -> BTreeMap<AnomalyKi
     let mut found = Vec::new();
     found.extend(version_order::inconsistent_offsets(&a));
     found.extend(version_order::duplicates(&a));
+    found.extend(processing::double_processed(&a));
     found.extend(delivery::lost_and_unseen(&a));
     if isolation == Isolation::ReadCommitted {
         found.extend(isolation::aborted_reads(&a));

@@ -27,6 +27,7 @@ mod broker;
 mod disk;
 mod frame;
 mod proxy;
+mod rewrite;
 mod schedule;
 mod torn_write;
 

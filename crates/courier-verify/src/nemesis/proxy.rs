@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::frame::{self, MAX_FRAME, PRODUCE, REQUEST_PREFIX_MAX, RESPONSE_PREFIX};
+use super::rewrite::{Rewrite, FIND_COORDINATOR, MAX_REWRITE, METADATA};
 use crate::VerifyError;
 
 /// Most client connections proxied at once; more are closed on accept.
@@ -75,6 +76,8 @@ struct Shared {
     cut: watch::Sender<u64>,
     /// Set when the proxy is dropped.
     shutdown: watch::Sender<bool>,
+    /// Replace the upstream's advertised address with the proxy's (see `rewrite.rs`).
+    rewrite: Mutex<Option<Rewrite>>,
     // The counters reported by `stats`, as documented on `ProxyStats`.
     connections_accepted: AtomicU64,
     connections_refused: AtomicU64,
@@ -110,6 +113,7 @@ impl FaultProxy {
             partitioned: AtomicBool::new(false),
             cut: watch::Sender::new(0),
             shutdown: watch::Sender::new(false),
+            rewrite: Mutex::new(None),
             connections_accepted: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
@@ -123,6 +127,17 @@ impl FaultProxy {
         runtime.spawn(accept_loop(listener, Arc::clone(&shared)));
         tracing::info!(%addr, %upstream, "fault proxy listening");
         Ok(Self { addr, shared })
+    }
+
+    /// Makes Metadata and FindCoordinator responses name the proxy instead of the broker
+    /// behind it, for a broker that advertises its own address (one this tool did not
+    /// start): clients then keep connecting through the proxy.
+    pub fn rewrite_advertised(&self, on: bool) {
+        *lock(&self.shared.rewrite) = on.then(|| Rewrite {
+            upstream: self.shared.upstream,
+            host: self.addr.ip().to_string(),
+            port: i32::from(self.addr.port()),
+        });
     }
 
     /// Where clients connect (and what the broker should advertise).
@@ -316,22 +331,36 @@ async fn proxy(client: &mut TcpStream, shared: &Shared) -> End {
         };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    // Correlation ids of this connection's Produce requests whose responses are to be lost.
-    let doomed = Mutex::new(Vec::new());
+    // Correlation ids of this connection's Produce requests whose responses are to be lost,
+    // and of its Metadata/FindCoordinator requests whose responses are to be rewritten.
+    let marks = Marks::default();
     let (client_read, client_write) = client.split();
     let (upstream_read, upstream_write) = upstream.split();
     tokio::select! {
-        end = pump_requests(client_read, upstream_write, shared, &doomed) => end,
-        end = pump_responses(upstream_read, client_write, shared, &doomed) => end,
+        end = pump_requests(client_read, upstream_write, shared, &marks) => end,
+        end = pump_responses(upstream_read, client_write, shared, &marks) => end,
     }
 }
 
-/// Client → broker: marks Produce requests whose acknowledgement is to be lost.
+/// Requests of one connection whose responses the proxy acts on.
+#[derive(Default)]
+struct Marks {
+    /// Produce requests whose responses are to be lost.
+    doomed: Mutex<Vec<i32>>,
+    /// (correlation id, api key, api version) of responses to rewrite.
+    rewrite: Mutex<Vec<(i32, i16, i16)>>,
+}
+
+/// Most rewrite marks kept per connection (a client pipelines far fewer).
+const MAX_MARKS: usize = 1024;
+
+/// Client → broker: marks Produce requests whose acknowledgement is to be lost, and
+/// Metadata/FindCoordinator requests whose answers are to be rewritten.
 async fn pump_requests(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     shared: &Shared,
-    doomed: &Mutex<Vec<i32>>,
+    marks: &Marks,
 ) -> End {
     let mut head = Vec::with_capacity(4 + REQUEST_PREFIX_MAX);
     let mut chunk = vec![0u8; COPY_CHUNK];
@@ -347,7 +376,15 @@ async fn pump_requests(
                 && frame::produce_acks(prefix) != Some(0)
                 && shared.claim_lost_ack()
             {
-                lock(doomed).push(req.correlation_id);
+                lock(&marks.doomed).push(req.correlation_id);
+            }
+            if matches!(req.api_key, METADATA | FIND_COORDINATOR) && lock(&shared.rewrite).is_some()
+            {
+                let mut r = lock(&marks.rewrite);
+                if r.len() >= MAX_MARKS {
+                    r.remove(0);
+                }
+                r.push((req.correlation_id, req.api_key, req.api_version));
             }
         }
         if let Err(e) = forward(&mut from, &mut to, &head, len, shared, &mut chunk).await {
@@ -359,12 +396,13 @@ async fn pump_requests(
     }
 }
 
-/// Broker → client: drops the responses of marked Produce requests, ending the connection.
+/// Broker → client: drops the responses of marked Produce requests, ending the connection;
+/// rewrites the marked Metadata/FindCoordinator responses.
 async fn pump_responses(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     shared: &Shared,
-    doomed: &Mutex<Vec<i32>>,
+    marks: &Marks,
 ) -> End {
     let mut head = Vec::with_capacity(4 + RESPONSE_PREFIX);
     let mut chunk = vec![0u8; COPY_CHUNK];
@@ -375,12 +413,42 @@ async fn pump_responses(
             Err(end) => return end,
         };
         if let Some(id) = frame::response_correlation_id(&head[4..]) {
-            let mut doomed = lock(doomed);
-            if let Some(i) = doomed.iter().position(|&d| d == id) {
-                doomed.swap_remove(i);
-                shared.acks_dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(correlation_id = id, "dropped a Produce response");
-                return End::AckDropped(id);
+            {
+                let mut doomed = lock(&marks.doomed);
+                if let Some(i) = doomed.iter().position(|&d| d == id) {
+                    doomed.swap_remove(i);
+                    shared.acks_dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(correlation_id = id, "dropped a Produce response");
+                    return End::AckDropped(id);
+                }
+            }
+            let marked = {
+                let mut r = lock(&marks.rewrite);
+                r.iter().position(|m| m.0 == id).map(|i| r.remove(i))
+            };
+            let rewrite = lock(&shared.rewrite).clone();
+            if let (Some((_, key, version)), Some(rewrite), true) =
+                (marked, rewrite, len <= MAX_REWRITE)
+            {
+                let mut body = head[4..].to_vec();
+                body.resize(len, 0);
+                if let Err(e) = from.read_exact(&mut body[head.len() - 4..]).await {
+                    return e.into();
+                }
+                let body = rewrite.response(key, version, &body).unwrap_or(body);
+                if let Some(delay) = shared.delay() {
+                    tokio::time::sleep(delay).await;
+                }
+                let mut frame = Vec::with_capacity(4 + body.len());
+                frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+                frame.extend_from_slice(&body);
+                if let Err(e) = to.write_all(&frame).await {
+                    return e.into();
+                }
+                shared
+                    .bytes_to_client
+                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                continue;
             }
         }
         if let Err(e) = forward(&mut from, &mut to, &head, len, shared, &mut chunk).await {

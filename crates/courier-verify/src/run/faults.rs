@@ -4,10 +4,11 @@
 //!
 //! Every client connects through the proxy: the broker advertises the proxy's address, so
 //! the connections clients open after metadata go through it too. Against a broker given with
-//! `--bootstrap` only client crashes are possible (the tool cannot kill or cut what it did
-//! not start).
+//! `--bootstrap` the proxy stands in front of that broker and rewrites the broker address
+//! in Metadata and FindCoordinator answers to its own, so network faults work there too;
+//! faults that act on the broker process (kill, pause, truncate, disk-full) do not.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -42,21 +43,33 @@ impl Environment {
         if let Some(bootstrap) = &options.bootstrap {
             let unsupported: Vec<&str> = kinds
                 .iter()
-                .filter(|k| **k != FaultKind::ClientCrash)
+                .filter(|k| k.acts_on_process() || **k == FaultKind::DiskFull)
                 .map(|k| k.name())
                 .collect();
             if !unsupported.is_empty() {
                 return Err(VerifyError::Run(format!(
-                    "with --bootstrap only client-crash faults are possible (this tool does not \
-                     own that broker); drop {} from --faults",
+                    "with --bootstrap the broker is not this tool's to kill, pause, truncate or \
+                     fill: drop {} from --faults (network faults and client crashes work)",
                     unsupported.join(", ")
                 )));
             }
+            let upstream = bootstrap
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    VerifyError::Run(format!(
+                        "--bootstrap {bootstrap}: not a reachable host:port"
+                    ))
+                })?;
+            let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 0)), upstream)?;
+            // The broker advertises itself: have clients come back through the proxy.
+            proxy.rewrite_advertised(true);
             return Ok(Self {
+                bootstrap: proxy.local_addr().to_string(),
                 broker: None,
-                proxy: None,
+                proxy: Some(proxy),
                 disk: None,
-                bootstrap: bootstrap.clone(),
             });
         }
         let data_dir = options.out_dir.join("data");
@@ -173,22 +186,25 @@ async fn apply(
     let name = kind.name();
     let length = event.length;
     let rec = &shared.recorder;
-    match kind {
-        FaultKind::ClientCrash => {
-            let slot = rng.gen_range(0..shared.crash_slots().max(1));
-            rec.fault(name, "start", &format!("client slot {slot}"));
-            shared.crash(slot);
-            rec.fault(name, "stop", "");
-            return Ok(());
-        }
-        _ if env.broker.is_none() => return Ok(()),
-        _ => {}
+    if kind == FaultKind::ClientCrash {
+        let slot = rng.gen_range(0..shared.crash_slots().max(1));
+        rec.fault(name, "start", &format!("client slot {slot}"));
+        shared.crash(slot);
+        rec.fault(name, "stop", "");
+        return Ok(());
     }
-    let (Some(broker), Some(proxy)) = (env.broker.as_ref(), env.proxy.as_ref()) else {
+    let Some(proxy) = env.proxy.as_ref() else {
         return Ok(());
     };
+    let broker = env.broker.as_ref();
     match kind {
+        FaultKind::KillBroker | FaultKind::TruncateSegment | FaultKind::PauseBroker
+            if broker.is_none() =>
+        {
+            tracing::warn!(fault = name, "no broker process to act on; skipped");
+        }
         FaultKind::KillBroker | FaultKind::TruncateSegment => {
+            let broker = broker.ok_or(VerifyError::Run("no broker process".into()))?;
             rec.fault(name, "start", "SIGKILL");
             broker.kill()?;
             let mut detail = String::new();
@@ -206,6 +222,7 @@ async fn apply(
             rec.fault(name, "stop", &detail);
         }
         FaultKind::PauseBroker => {
+            let broker = broker.ok_or(VerifyError::Run("no broker process".into()))?;
             rec.fault(name, "start", "SIGSTOP");
             broker.pause()?;
             tokio::time::sleep(length).await;
