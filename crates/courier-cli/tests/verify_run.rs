@@ -11,6 +11,8 @@
 //!   valid under at-least-once, from the same history.
 //! - Against a broker given with `--bootstrap` (one the tool did not start) the proxy still
 //!   sits in every connection: the lost acks reach it too.
+//! - A full disk (a tmpfs under the data dir, filled to ENOSPC) stalls writes without losing
+//!   anything, and they resume once there is room — no restart needed.
 //! - Bad arguments get a clear message and exit status 2.
 
 mod support;
@@ -217,6 +219,62 @@ fn network_faults_reach_a_broker_given_with_bootstrap() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let r = report(&out_dir);
     assert_eq!(r["forbidden"], serde_json::json!(["duplicate"]), "{r}");
+}
+
+#[test]
+fn a_full_disk_stalls_writes_and_they_resume_once_there_is_room() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out_dir = dir.path().join("run");
+    let out = courier(&[
+        "verify",
+        "run",
+        "--duration",
+        "16s",
+        "--mode",
+        "idempotent",
+        "--schedule",
+        "disk-full@4s+4s",
+        "--seed",
+        &seed(),
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--no-progress",
+    ]);
+    if out.status.code() == Some(2) && String::from_utf8_lossy(&out.stderr).contains("root") {
+        eprintln!(
+            "skipping: the disk-full fault needs root: {}",
+            describe(&out)
+        );
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // Acknowledged sends after the disk had room again: the partitions stayed writable.
+    let history = std::fs::read_to_string(out_dir.join("history.jsonl")).expect("history");
+    let ops: Vec<Value> = history
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let healed = ops
+        .iter()
+        .find(|o| o["f"] == "fault" && o["value"]["phase"] == "stop")
+        .and_then(|o| o["time"].as_u64())
+        .expect("the disk-full window ended");
+    let after = ops
+        .iter()
+        .filter(|o| o["f"] == "send" && o["type"] == "ok")
+        .filter(|o| o["time"].as_u64().unwrap_or(0) > healed)
+        .count();
+    assert!(
+        after > 200,
+        "only {after} sends acknowledged after the disk had room"
+    );
+    let log = std::fs::read_to_string(out_dir.join("broker.log")).expect("broker log");
+    assert!(
+        log.contains("no space left"),
+        "the fault really filled the disk"
+    );
+    assert!(!log.contains("poisoned"), "no log was taken out of service");
 }
 
 #[test]

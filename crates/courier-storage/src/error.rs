@@ -128,6 +128,15 @@ pub enum StorageError {
     #[error("corrupt producer state snapshot: {0}")]
     CorruptProducerSnapshot(String),
 
+    /// The file system is full (ENOSPC, EDQUOT): the append was not written — the segment was
+    /// cut back to where it was — and the log stays writable, so appends succeed again once
+    /// there is room.
+    #[error("no space left for {path}: the append was rolled back")]
+    OutOfSpace {
+        /// The segment file.
+        path: PathBuf,
+    },
+
     /// An earlier fsync or write failed, so what is on disk is unknown; the log refuses every
     /// further append and sync until it is reopened (and recovered).
     #[error("log in {path} is poisoned by an earlier I/O failure and refuses writes")]

@@ -59,6 +59,10 @@
 //!   it (logged). Version-1 snapshots (before transactions) are ignored, forcing one replay.
 //! * If a write or an fsync fails the log is poisoned: every later append, sync, retention pass
 //!   and close returns [`StorageError::Poisoned`] instead of pretending. Reopening recovers.
+//!   The exception is a data write refused for lack of space (ENOSPC, EDQUOT): the segment is
+//!   cut back to its previous end, the append fails with [`StorageError::OutOfSpace`] and the
+//!   log stays writable. A failed fsync always poisons (the kernel may have dropped the
+//!   pages).
 
 pub mod batch;
 pub mod batch_builder;

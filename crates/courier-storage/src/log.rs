@@ -244,7 +244,16 @@ impl Log {
         let interval = self.config.index_interval_bytes;
         let active = self.active_mut()?;
         let start_position = active.size;
-        poison.guard(|| active.append_parts(&parts))?;
+        match active.append_parts(&parts) {
+            Ok(()) => {}
+            // Nothing was written (the segment was cut back): the log is as it was and stays
+            // writable; the producer retries once there is room.
+            Err(e @ StorageError::OutOfSpace { .. }) => return Err(e),
+            Err(e) => {
+                poison.set();
+                return Err(e);
+            }
+        }
 
         let mut batches = Vec::with_capacity(headers.len());
         let mut written_headers = Vec::with_capacity(headers.len());

@@ -319,7 +319,14 @@ impl Segment {
     /// must poison the log.
     pub(crate) fn append_parts(&mut self, parts: &[&[u8]]) -> Result<()> {
         if let Err(source) = pwritev_all(&self.file, self.size, parts) {
-            let err = StorageError::io("pwritev", &self.log_path, source);
+            let out_of_space = matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+            let err = if out_of_space {
+                StorageError::OutOfSpace {
+                    path: self.log_path.clone(),
+                }
+            } else {
+                StorageError::io("pwritev", &self.log_path, source)
+            };
             self.file
                 .set_len(self.size)
                 .map_err(|e| StorageError::io("ftruncate after failed write", &self.log_path, e))?;
