@@ -15,6 +15,22 @@ step "cargo fmt --check"
 step "cargo clippy"
 [ "${SKIP_LINT:-}" = 1 ] || cargo clippy --workspace --all-targets -- -D warnings
 
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# The toolkit's store tests (crates/courier-toolkit/tests/store_*.rs) start their own
+# PostgreSQL server on loopback: they need the server binaries (initdb, pg_ctl), which Debian
+# keeps in /usr/lib/postgresql/<version>/bin, and the postgres OS user the package creates.
+step "install PostgreSQL (for the toolkit's store tests)"
+if { command -v initdb && command -v pg_ctl; } >/dev/null 2>&1 ||
+   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "PostgreSQL server binaries present"
+else
+  echo "apt-get install postgresql"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    postgresql >/dev/null
+fi
+
 step "cargo test"
 cargo_log=$(mktemp)
 cargo test --workspace 2>&1 | tee "$cargo_log"
@@ -32,8 +48,6 @@ if [ "${SKIP_CLIENTS:-}" = 1 ]; then
   echo "$cargo_passed passed, $cargo_failed failed"
   exit 0
 fi
-
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 step "install client-test tools (kcat, .venv)"
 apt_pkgs=()

@@ -1,0 +1,303 @@
+//! What a runner is told: where to read, as which group, with which guarantee.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+
+use super::backoff::RetryPolicy;
+use super::dead_letter::DeadLetterTopic;
+use crate::keys::KeyExtractor;
+use crate::producer::ProducerConfig;
+use crate::ToolkitError;
+
+/// The delivery guarantee a runner keeps. See the [module docs](super) for what each one
+/// promises, and what it costs.
+#[derive(Debug, Clone)]
+pub enum Guarantee {
+    /// Commit, then process: a message is processed at most once; one whose processing
+    /// fails or is interrupted by a crash is never seen again.
+    AtMostOnce,
+    /// Process, then commit: nothing is skipped; a crash redelivers what was processed but
+    /// not yet committed.
+    AtLeastOnce(AtLeastOnceSettings),
+    /// Transactional read-process-write: the handler's output records and the input's
+    /// offsets commit together or not at all; `read_committed` readers of the output see each
+    /// input's effect exactly once.
+    ExactlyOnceKafka(ExactlyOnceKafkaSettings),
+    /// Exactly-once effects in a database. **Extension point, not implemented by the runner
+    /// alone**: the runner delivers as [`Guarantee::AtLeastOnce`] (in order per partition,
+    /// nothing skipped, redelivery after a crash) and the handler must make the redelivery
+    /// harmless: in *one* database transaction it applies the effect and records
+    /// [`Message::idempotency_key`](super::Message::idempotency_key), and it skips a message
+    /// whose key is already recorded. The processed-ID store ([`crate::store`]) provides that
+    /// transaction; a handler built on it is what this variant expects.
+    ExactlyOnceDatabase(AtLeastOnceSettings),
+}
+
+impl Guarantee {
+    /// At-least-once with the default retries, dead-letter topic and commit cadence.
+    pub fn at_least_once() -> Self {
+        Self::AtLeastOnce(AtLeastOnceSettings::default())
+    }
+
+    /// Exactly-once Kafka-to-Kafka with the default batch and retries.
+    pub fn exactly_once_kafka() -> Self {
+        Self::ExactlyOnceKafka(ExactlyOnceKafkaSettings::default())
+    }
+}
+
+/// Settings of [`Guarantee::AtLeastOnce`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtLeastOnceSettings {
+    /// Retries of a retriable handler error.
+    pub retry: RetryPolicy,
+    /// Where a message goes after its last attempt, or at once on a permanent error.
+    pub dead_letter: DeadLetterTopic,
+    /// Commit once this many messages are processed but not committed. 1 commits after every
+    /// message (the smallest redelivery window, one synchronous commit per message).
+    pub commit_every: usize,
+    /// Commit processed offsets at least this often, also when no more messages come.
+    pub commit_interval: Duration,
+}
+
+impl Default for AtLeastOnceSettings {
+    /// Default retries, `<topic>.dlq`, commit every 100 messages or 1 s.
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            dead_letter: DeadLetterTopic::default(),
+            commit_every: 100,
+            commit_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Settings of [`Guarantee::ExactlyOnceKafka`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExactlyOnceKafkaSettings {
+    /// Most messages in one transaction; 1 is a transaction per message.
+    pub batch_size: usize,
+    /// How long a batch waits for more messages once it has one.
+    pub batch_linger: Duration,
+    /// Retries of a batch whose handler call failed with a retriable error (the whole batch
+    /// is aborted and read again). After the last attempt, or on a permanent error, the
+    /// failing message is dead-lettered inside the next attempt's transaction.
+    pub retry: RetryPolicy,
+    /// Where dead letters go.
+    pub dead_letter: DeadLetterTopic,
+    /// `transaction.timeout.ms`: the broker aborts a transaction open longer than this.
+    pub transaction_timeout: Duration,
+    /// `transactional.id`; default `<group id>-<instance id>`. See the
+    /// [module docs](super#exactly-once-kafka-to-kafka) on zombie fencing.
+    pub transactional_id: Option<String>,
+}
+
+impl Default for ExactlyOnceKafkaSettings {
+    /// Batches of up to 100 messages lingering 100 ms, default retries, `<topic>.dlq`,
+    /// a 60 s transaction timeout.
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            batch_linger: Duration::from_millis(100),
+            retry: RetryPolicy::default(),
+            dead_letter: DeadLetterTopic::default(),
+            transaction_timeout: Duration::from_secs(60),
+            transactional_id: None,
+        }
+    }
+}
+
+/// Everything a [`Runner`](super::Runner) needs to know.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// `bootstrap.servers`.
+    pub bootstrap: String,
+    /// The consumer group (`group.id`): members share the partitions, offsets are its own.
+    pub group_id: String,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// The delivery guarantee.
+    pub guarantee: Guarantee,
+    /// This instance's name within the group, unique and stable across restarts: part of the
+    /// client id and of the default transactional id. Default `"0"`.
+    pub instance_id: String,
+    /// How each message's idempotency key is derived.
+    pub keys: KeyExtractor,
+    /// Raw librdkafka consumer settings, applied last (`enable.auto.commit` and
+    /// `enable.auto.offset.store` cannot be turned on: the runner commits).
+    pub consumer_overrides: Vec<(String, String)>,
+    /// Raw librdkafka settings of the producer that sends outputs and dead letters.
+    pub producer_overrides: Vec<(String, String)>,
+}
+
+impl RunnerConfig {
+    /// A runner for `group_id` reading `topics` with `guarantee`, with default settings.
+    pub fn new(
+        bootstrap: impl Into<String>,
+        group_id: impl Into<String>,
+        topics: &[&str],
+        guarantee: Guarantee,
+    ) -> Self {
+        Self {
+            bootstrap: bootstrap.into(),
+            group_id: group_id.into(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            guarantee,
+            instance_id: "0".to_string(),
+            keys: KeyExtractor::default(),
+            consumer_overrides: Vec::new(),
+            producer_overrides: Vec::new(),
+        }
+    }
+
+    /// Sets the instance id.
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = id.into();
+        self
+    }
+
+    /// Sets the idempotency key source.
+    pub fn keys(mut self, keys: KeyExtractor) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Overrides one consumer setting.
+    pub fn consumer_set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.consumer_overrides.push((key.into(), value.into()));
+        self
+    }
+
+    /// Overrides one producer setting.
+    pub fn producer_set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.producer_overrides.push((key.into(), value.into()));
+        self
+    }
+
+    /// The consumer's librdkafka configuration.
+    pub fn consumer_config(&self) -> Result<ClientConfig, ToolkitError> {
+        for key in ["enable.auto.commit", "enable.auto.offset.store"] {
+            if self
+                .consumer_overrides
+                .iter()
+                .any(|(k, v)| k == key && v != "false")
+            {
+                return Err(ToolkitError::Config(format!(
+                    "{key} must stay false: the runner commits offsets itself"
+                )));
+            }
+        }
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", &self.group_id)
+            .set("client.id", self.client_id())
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed");
+        for (k, v) in &self.consumer_overrides {
+            c.set(k, v);
+        }
+        Ok(c)
+    }
+
+    /// The output and dead-letter producer's configuration (the safe defaults plus the
+    /// overrides).
+    pub fn producer_config(&self) -> ProducerConfig {
+        ProducerConfig {
+            bootstrap: self.bootstrap.clone(),
+            overrides: self.producer_overrides.clone(),
+        }
+    }
+
+    /// The transactional id of [`Guarantee::ExactlyOnceKafka`]: the configured one, else
+    /// `<group id>-<instance id>`.
+    pub fn transactional_id(&self) -> String {
+        match &self.guarantee {
+            Guarantee::ExactlyOnceKafka(ExactlyOnceKafkaSettings {
+                transactional_id: Some(id),
+                ..
+            }) => id.clone(),
+            _ => format!("{}-{}", self.group_id, self.instance_id),
+        }
+    }
+
+    /// `client.id` of this instance's clients.
+    fn client_id(&self) -> String {
+        format!("courier-runner-{}-{}", self.group_id, self.instance_id)
+    }
+
+    /// Checks what librdkafka cannot: a group, topics, and batch and commit sizes.
+    pub(crate) fn validate(&self) -> Result<(), ToolkitError> {
+        if self.group_id.is_empty() {
+            return Err(ToolkitError::Config("group id is empty".into()));
+        }
+        if self.topics.is_empty() {
+            return Err(ToolkitError::Config("no topics to consume".into()));
+        }
+        match &self.guarantee {
+            Guarantee::AtLeastOnce(s) | Guarantee::ExactlyOnceDatabase(s)
+                if s.commit_every == 0 =>
+            {
+                Err(ToolkitError::Config(
+                    "commit_every must be at least 1".into(),
+                ))
+            }
+            Guarantee::ExactlyOnceKafka(s) if s.batch_size == 0 => {
+                Err(ToolkitError::Config("batch_size must be at least 1".into()))
+            }
+            _ => self.consumer_config().map(|_| ()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runner_keeps_commits_to_itself() {
+        let cfg = RunnerConfig::new("h:1", "g", &["t"], Guarantee::AtMostOnce)
+            .consumer_set("enable.auto.commit", "true");
+        assert!(matches!(cfg.validate(), Err(ToolkitError::Config(_))));
+        let ok = RunnerConfig::new("h:1", "g", &["t"], Guarantee::AtMostOnce)
+            .consumer_set("auto.offset.reset", "latest");
+        let c = ok.consumer_config().expect("config");
+        assert_eq!(c.get("auto.offset.reset"), Some("latest"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("isolation.level"), Some("read_committed"));
+    }
+
+    #[test]
+    fn transactional_id_is_group_and_instance_unless_set() {
+        let cfg = RunnerConfig::new("h:1", "copy", &["in"], Guarantee::exactly_once_kafka())
+            .instance_id("7");
+        assert_eq!(cfg.transactional_id(), "copy-7");
+        let fixed = RunnerConfig::new(
+            "h:1",
+            "copy",
+            &["in"],
+            Guarantee::ExactlyOnceKafka(ExactlyOnceKafkaSettings {
+                transactional_id: Some("tx".into()),
+                ..Default::default()
+            }),
+        );
+        assert_eq!(fixed.transactional_id(), "tx");
+    }
+
+    #[test]
+    fn empty_topics_and_zero_batches_are_refused() {
+        let none = RunnerConfig::new("h:1", "g", &[], Guarantee::AtMostOnce);
+        assert!(none.validate().is_err());
+        let zero = RunnerConfig::new(
+            "h:1",
+            "g",
+            &["t"],
+            Guarantee::ExactlyOnceKafka(ExactlyOnceKafkaSettings {
+                batch_size: 0,
+                ..Default::default()
+            }),
+        );
+        assert!(zero.validate().is_err());
+    }
+}
