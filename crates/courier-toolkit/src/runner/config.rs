@@ -8,6 +8,7 @@ use super::backoff::RetryPolicy;
 use super::dead_letter::DeadLetterTopic;
 use crate::keys::KeyExtractor;
 use crate::producer::ProducerConfig;
+use crate::store::ProcessedStore;
 use crate::ToolkitError;
 
 /// The delivery guarantee a runner keeps. See the [module docs](super) for what each one
@@ -24,20 +25,25 @@ pub enum Guarantee {
     /// offsets commit together or not at all; `read_committed` readers of the output see each
     /// input's effect exactly once.
     ExactlyOnceKafka(ExactlyOnceKafkaSettings),
-    /// Exactly-once effects in a database. **Extension point, not implemented by the runner
-    /// alone**: the runner delivers as [`Guarantee::AtLeastOnce`] (in order per partition,
-    /// nothing skipped, redelivery after a crash) and the handler must make the redelivery
-    /// harmless: in *one* database transaction it applies the effect and records
-    /// [`Message::idempotency_key`](super::Message::idempotency_key), and it skips a message
-    /// whose key is already recorded. The processed-ID store ([`crate::store`]) provides that
-    /// transaction; a handler built on it is what this variant expects.
-    ExactlyOnceDatabase(AtLeastOnceSettings),
+    /// Exactly-once effects in a database: a [`DbHandler`](super::DbHandler) (run by
+    /// [`Runner::new_db`](super::Runner::new_db)) applies each message's effect inside the
+    /// [`ProcessedStore`]'s transaction that also records the message's idempotency key and
+    /// the group's next offset. On assignment each partition is positioned at the offset
+    /// stored in the database, which is the source of truth; a message whose key the store
+    /// has seen is skipped.
+    ExactlyOnceDatabase(ExactlyOnceDbSettings),
 }
 
 impl Guarantee {
     /// At-least-once with the default retries, dead-letter topic and commit cadence.
     pub fn at_least_once() -> Self {
         Self::AtLeastOnce(AtLeastOnceSettings::default())
+    }
+
+    /// Exactly-once into the database of `store`, with the default retries and dead-letter
+    /// topic.
+    pub fn exactly_once_database(store: ProcessedStore) -> Self {
+        Self::ExactlyOnceDatabase(ExactlyOnceDbSettings::new(store))
     }
 
     /// Exactly-once Kafka-to-Kafka with the default batch and retries.
@@ -68,6 +74,36 @@ impl Default for AtLeastOnceSettings {
             dead_letter: DeadLetterTopic::default(),
             commit_every: 100,
             commit_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Settings of [`Guarantee::ExactlyOnceDatabase`].
+#[derive(Debug, Clone)]
+pub struct ExactlyOnceDbSettings {
+    /// The processed-ID store: where effects, idempotency keys and offsets are committed.
+    pub store: ProcessedStore,
+    /// Retries of a retriable handler error or a failed database transaction (rolled back,
+    /// nothing recorded).
+    pub retry: RetryPolicy,
+    /// Where a message goes after its last attempt, or at once on a permanent error; it is
+    /// then recorded in the store as processed (with an empty result), so the database
+    /// offset moves past it.
+    pub dead_letter: DeadLetterTopic,
+    /// How often processed offsets are also committed to Kafka, asynchronously and only for
+    /// lag monitoring (the runner positions partitions at the database's offsets); `None`
+    /// never commits to Kafka.
+    pub kafka_commit_interval: Option<Duration>,
+}
+
+impl ExactlyOnceDbSettings {
+    /// `store` with default retries, `<topic>.dlq`, and Kafka commits every second.
+    pub fn new(store: ProcessedStore) -> Self {
+        Self {
+            store,
+            retry: RetryPolicy::default(),
+            dead_letter: DeadLetterTopic::default(),
+            kafka_commit_interval: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -236,13 +272,9 @@ impl RunnerConfig {
             return Err(ToolkitError::Config("no topics to consume".into()));
         }
         match &self.guarantee {
-            Guarantee::AtLeastOnce(s) | Guarantee::ExactlyOnceDatabase(s)
-                if s.commit_every == 0 =>
-            {
-                Err(ToolkitError::Config(
-                    "commit_every must be at least 1".into(),
-                ))
-            }
+            Guarantee::AtLeastOnce(s) if s.commit_every == 0 => Err(ToolkitError::Config(
+                "commit_every must be at least 1".into(),
+            )),
             Guarantee::ExactlyOnceKafka(s) if s.batch_size == 0 => {
                 Err(ToolkitError::Config("batch_size must be at least 1".into()))
             }

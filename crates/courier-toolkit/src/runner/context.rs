@@ -5,16 +5,20 @@
 //! no handler call is ever in flight while a callback runs: on revoke there is nothing to
 //! finish, only processed offsets to commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+    StreamConsumer,
 };
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::config::RunnerConfig;
+use crate::store::ProcessedStore;
 use crate::ToolkitError;
 
 /// The consumer type every run loop uses.
@@ -33,6 +37,9 @@ pub(crate) struct RebalanceState {
     /// Bumped on every assignment and revocation, so that a loop can tell that its
     /// partitions changed while it collected a batch.
     generation: AtomicU64,
+    /// Exactly-once into a database: why positioning an assignment at the stored offsets
+    /// failed; the run loop stops with it before processing anything.
+    position_error: Mutex<Option<String>>,
 }
 
 impl RebalanceState {
@@ -60,6 +67,29 @@ impl RebalanceState {
         Ok(())
     }
 
+    /// Commits every pending offset without waiting for the broker (lag monitoring only);
+    /// they are no longer pending.
+    pub(crate) fn commit_pending_async(&self, consumer: &RunnerConsumer) {
+        let mut pending = self.lock_pending();
+        if pending.is_empty() {
+            return;
+        }
+        let committed = offsets_list(pending.iter())
+            .and_then(|tpl| Ok(consumer.commit(&tpl, CommitMode::Async)?));
+        if let Err(e) = committed {
+            tracing::debug!(error = %e, "asynchronous commit failed");
+        }
+        pending.clear();
+    }
+
+    /// Takes the error of a failed positioning (see [`StoredPositions`]), if any.
+    pub(crate) fn take_position_error(&self) -> Option<String> {
+        self.position_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
     fn lock_pending(&self) -> MutexGuard<'_, BTreeMap<(String, i32), i64>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -84,15 +114,111 @@ impl Drop for LiveGuard {
     }
 }
 
+/// Where exactly-once into a database positions assigned partitions: the group's next
+/// offsets stored in the database.
+pub(crate) struct StoredPositions {
+    /// The processed-ID store.
+    pub(crate) store: ProcessedStore,
+    /// The consumer group.
+    pub(crate) group: String,
+    /// The (multi-threaded) runtime the store's connection runs on.
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+impl StoredPositions {
+    /// Sets the offset of every partition of `tpl` that the store has an offset for; the
+    /// others keep theirs (the group's committed Kafka offset, which the runner never
+    /// commits ahead of the database, else `auto.offset.reset`). Returns how many were set.
+    ///
+    /// Called inside librdkafka's rebalance callback, on a runtime worker thread that is
+    /// polling the consumer: `block_in_place` hands the worker's other tasks (such as a
+    /// PostgreSQL connection) to other workers while it waits for the store.
+    fn position(&self, tpl: &mut TopicPartitionList) -> Result<usize, ToolkitError> {
+        let topics: BTreeSet<String> = tpl
+            .elements()
+            .iter()
+            .map(|e| e.topic().to_string())
+            .collect();
+        let read = async {
+            let mut stored = Vec::new();
+            for topic in topics {
+                let offsets = self.store.committed_offsets(&self.group, &topic).await?;
+                stored.extend(offsets.into_iter().map(|(p, o)| (topic.clone(), p, o)));
+            }
+            Ok::<_, ToolkitError>(stored)
+        };
+        let stored = tokio::task::block_in_place(|| self.runtime.block_on(read))?;
+        let mut set = 0;
+        for (topic, partition, next) in stored {
+            if tpl.find_partition(&topic, partition).is_some() {
+                tpl.set_partition_offset(&topic, partition, Offset::Offset(next))?;
+                set += 1;
+            }
+        }
+        Ok(set)
+    }
+}
+
 /// The rebalance callbacks.
 pub(crate) struct RunnerContext {
     /// Shared with the run loop.
     state: Arc<RebalanceState>,
+    /// Exactly-once into a database: where assigned partitions start.
+    positions: Option<StoredPositions>,
 }
 
 impl ClientContext for RunnerContext {}
 
 impl ConsumerContext for RunnerContext {
+    /// librdkafka's default rebalance (as in `rdkafka`), except that under exactly-once into
+    /// a database an assignment's offsets are first set to the stored ones.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        if let (true, Some(positions)) = (assign, &self.positions) {
+            match positions.position(tpl) {
+                Ok(set) => tracing::info!(
+                    partitions = tpl.count(),
+                    positioned = set,
+                    "positioned the assignment at the database's offsets"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the database's offsets failed");
+                    *self
+                        .state
+                        .position_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                }
+            }
+        }
+        let tpl = &*tpl;
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            _ => Rebalance::Error(KafkaError::Rebalance(err.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let done = match (assign, cooperative) {
+            (true, true) => consumer.incremental_assign(tpl),
+            (true, false) => consumer.assign(tpl),
+            (false, true) => consumer.incremental_unassign(tpl),
+            (false, false) => consumer.unassign(),
+        };
+        if let Err(e) = done {
+            tracing::error!(error = %e, "applying the rebalance failed");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.state.generation.fetch_add(1, Ordering::SeqCst);
         let Rebalance::Revoke(revoked) = rebalance else {
@@ -143,9 +269,18 @@ pub(crate) fn offsets_list<'a>(
 pub(crate) fn subscribe(
     cfg: &RunnerConfig,
 ) -> Result<(RunnerConsumer, Arc<RebalanceState>), ToolkitError> {
+    subscribe_with(cfg, None)
+}
+
+/// [`subscribe`], positioning assignments at `positions` if given.
+pub(crate) fn subscribe_with(
+    cfg: &RunnerConfig,
+    positions: Option<StoredPositions>,
+) -> Result<(RunnerConsumer, Arc<RebalanceState>), ToolkitError> {
     let state = Arc::new(RebalanceState::default());
     let consumer: RunnerConsumer = cfg.consumer_config()?.create_with_context(RunnerContext {
         state: Arc::clone(&state),
+        positions,
     })?;
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;

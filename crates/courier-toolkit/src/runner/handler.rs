@@ -7,6 +7,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 
 use crate::keys::{IdempotencyKey, KeyExtractor};
 use crate::producer::ProducerRecord;
+use crate::store::Tx;
 
 /// A consumed record, copied out of the client so that a handler may keep it across awaits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,5 +192,90 @@ where
         msg: &Message,
     ) -> impl Future<Output = Result<HandlerOutput, HandlerError>> + Send {
         (self.0)(msg.clone())
+    }
+}
+
+/// Application code that processes one message under
+/// [`Guarantee::ExactlyOnceDatabase`](super::Guarantee::ExactlyOnceDatabase): its effect
+/// runs on `tx`, inside the store's transaction that also records the message's idempotency
+/// key and the group's next offset, so the effect commits exactly when the message is
+/// recorded as processed.
+///
+/// ```
+/// use courier_toolkit::runner::{DbHandler, HandlerError, Message};
+/// use courier_toolkit::store::Tx;
+///
+/// struct Ledger;
+///
+/// impl DbHandler for Ledger {
+///     async fn handle(&self, msg: &Message, tx: Tx) -> Result<Vec<u8>, HandlerError> {
+///         let value = msg.value.clone().ok_or_else(|| HandlerError::permanent("tombstone"))?;
+///         tx.execute("INSERT INTO ledger (entry) VALUES ($1)", &[value.into()])
+///             .await
+///             .map_err(HandlerError::retriable)?;
+///         Ok(Vec::new())
+///     }
+/// }
+/// ```
+///
+/// or wrap a closure with [`db_handler_fn`].
+pub trait DbHandler: Send + Sync + 'static {
+    /// Applies `msg`'s effect on `tx` and returns the result to store with the key (handed
+    /// back, without running the effect, if the same key is seen again). On an error, or if
+    /// a statement on `tx` fails, the transaction rolls back: no effect, no key, no offset.
+    fn handle(
+        &self,
+        msg: &Message,
+        tx: Tx,
+    ) -> impl Future<Output = Result<Vec<u8>, HandlerError>> + Send;
+}
+
+/// A [`DbHandler`] made from a closure; see [`db_handler_fn`].
+pub struct DbFnHandler<F>(F);
+
+/// Wraps a closure that takes an owned [`Message`] and the transaction as a [`DbHandler`]:
+///
+/// ```
+/// use courier_toolkit::runner::{db_handler_fn, HandlerError, Message};
+/// use courier_toolkit::store::Tx;
+///
+/// let handler = db_handler_fn(|msg: Message, tx: Tx| async move {
+///     tx.execute("INSERT INTO seen (off) VALUES ($1)", &[msg.offset.into()])
+///         .await
+///         .map_err(HandlerError::retriable)?;
+///     Ok(Vec::new())
+/// });
+/// # let _ = handler;
+/// ```
+pub fn db_handler_fn<F, Fut>(f: F) -> DbFnHandler<F>
+where
+    F: Fn(Message, Tx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<u8>, HandlerError>> + Send,
+{
+    DbFnHandler(f)
+}
+
+impl<F, Fut> DbHandler for DbFnHandler<F>
+where
+    F: Fn(Message, Tx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<u8>, HandlerError>> + Send,
+{
+    fn handle(
+        &self,
+        msg: &Message,
+        tx: Tx,
+    ) -> impl Future<Output = Result<Vec<u8>, HandlerError>> + Send {
+        (self.0)(msg.clone(), tx)
+    }
+}
+
+/// A [`DbHandler`] in a [`Runner`](super::Runner): what [`Runner::new_db`](super::Runner::new_db)
+/// builds.
+pub struct InDatabase<D>(pub(crate) D);
+
+impl<D> InDatabase<D> {
+    /// The application's handler.
+    pub fn inner(&self) -> &D {
+        &self.0
     }
 }

@@ -8,7 +8,7 @@
 //! | [`AtMostOnce`](Guarantee::AtMostOnce) | each message's offset, synchronously, before the handler runs | logged; the message is gone | the message being processed (committed, not processed) is never seen again |
 //! | [`AtLeastOnce`](Guarantee::AtLeastOnce) | after the handler succeeded (and its outputs were acknowledged), every `commit_every` messages or `commit_interval` | retried with exponential backoff and full jitter; after the last attempt, or at once on a permanent error, dead-lettered, then committed | what was processed since the last commit is delivered again; nothing is skipped |
 //! | [`ExactlyOnceKafka`](Guarantee::ExactlyOnceKafka) | in the transaction that writes the outputs | the batch is aborted and read again; dead-lettered in the transaction after the last attempt | the open transaction is aborted; `read_committed` readers see every input's outputs once |
-//! | [`ExactlyOnceDatabase`](Guarantee::ExactlyOnceDatabase) | as at-least-once | as at-least-once | redelivered; the handler's database transaction must skip processed keys (the extension point for [`crate::store`]) |
+//! | [`ExactlyOnceDatabase`](Guarantee::ExactlyOnceDatabase) | in the database: the effect, the idempotency key and the next offset in one transaction per message ([`Runner::new_db`], a [`DbHandler`]); Kafka offsets only asynchronously, for lag monitoring | the transaction rolls back (nothing recorded) and is retried with backoff and jitter; after the last attempt, or at once on a permanent error, dead-lettered, then recorded as processed with an empty effect | partitions start at the database's offsets: only a message whose transaction did not commit is delivered again; a key seen before (a re-sent record) is skipped |
 //!
 //! Messages are handled one at a time (one batch at a time for exactly-once), in the order
 //! the consumer returns them, so each partition's messages are handled in offset order.
@@ -28,6 +28,24 @@
 //! partitions before handing them over (if that commit fails, the next owner redelivers
 //! them); there is no in-flight work to finish or drop. Exactly-once discards a batch that
 //! was being collected when the assignment changed and reads it again.
+//!
+//! # Exactly-once into a database
+//!
+//! [`Guarantee::ExactlyOnceDatabase`] carries the [`ProcessedStore`](crate::store::ProcessedStore)
+//! ([`ExactlyOnceDbSettings`]) and runs a [`DbHandler`] built with [`Runner::new_db`]. Each
+//! message goes through [`ProcessedStore::process`](crate::store::ProcessedStore::process):
+//! the handler's effect runs on the store's transaction, which also completes the message's
+//! idempotency key (from [`RunnerConfig::keys`]: the `idempotency-key` header by default,
+//! else the message's topic/partition/offset) and moves the group's next offset for the
+//! partition past it; a key completed before skips the effect ([`RunStats::duplicates`]).
+//!
+//! The database's offsets are the source of truth: the consumer's rebalance callback reads
+//! them from the store on every assignment and assigns each partition at its stored offset
+//! (a partition the database has none for starts at the group's Kafka offset, which the
+//! runner never commits ahead of the database, else at `auto.offset.reset`). Waiting for the
+//! store there blocks the polling worker thread (with `block_in_place`), so this guarantee
+//! needs a multi-threaded tokio runtime; if the offsets cannot be read, the runner stops with
+//! the error before processing anything.
 //!
 //! # Exactly-once Kafka-to-Kafka
 //!
@@ -54,15 +72,19 @@ mod config;
 mod context;
 pub mod dead_letter;
 mod exactly_once;
+mod exactly_once_db;
 mod handler;
 
 use std::future::Future;
 
 pub use backoff::RetryPolicy;
-pub use config::{AtLeastOnceSettings, ExactlyOnceKafkaSettings, Guarantee, RunnerConfig};
+pub use config::{
+    AtLeastOnceSettings, ExactlyOnceDbSettings, ExactlyOnceKafkaSettings, Guarantee, RunnerConfig,
+};
 pub use dead_letter::DeadLetterTopic;
 pub use handler::{
-    handler_fn, ErrorKind, FnHandler, Handler, HandlerError, HandlerOutput, Message,
+    db_handler_fn, handler_fn, DbFnHandler, DbHandler, ErrorKind, FnHandler, Handler, HandlerError,
+    HandlerOutput, InDatabase, Message,
 };
 
 use crate::ToolkitError;
@@ -83,6 +105,9 @@ pub struct RunStats {
     pub transactions_committed: u64,
     /// Exactly-once: transactions aborted.
     pub transactions_aborted: u64,
+    /// Exactly-once into a database: messages whose idempotency key was completed before,
+    /// so their effect was skipped.
+    pub duplicates: u64,
 }
 
 /// A consumer group member that feeds messages to a [`Handler`] with a [`Guarantee`].
@@ -110,20 +135,16 @@ pub struct Runner<H> {
 }
 
 impl<H: Handler> Runner<H> {
-    /// A runner for `config` (checked here) calling `handler`.
+    /// A runner for `config` (checked here) calling `handler`. For
+    /// [`Guarantee::ExactlyOnceDatabase`] use [`Runner::new_db`].
     pub fn new(config: RunnerConfig, handler: H) -> Result<Self, ToolkitError> {
         config.validate()?;
+        if matches!(config.guarantee, Guarantee::ExactlyOnceDatabase(_)) {
+            return Err(ToolkitError::Config(
+                "ExactlyOnceDatabase needs a DbHandler: use Runner::new_db".into(),
+            ));
+        }
         Ok(Self { config, handler })
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &RunnerConfig {
-        &self.config
-    }
-
-    /// The handler.
-    pub fn handler(&self) -> &H {
-        &self.handler
     }
 
     /// Joins the group and handles messages until `shutdown` resolves (a clean stop; see
@@ -138,10 +159,58 @@ impl<H: Handler> Runner<H> {
         let h = &self.handler;
         match &cfg.guarantee {
             Guarantee::AtMostOnce => at_most_once::run(cfg, h, shutdown).await,
-            Guarantee::AtLeastOnce(s) | Guarantee::ExactlyOnceDatabase(s) => {
-                at_least_once::run(cfg, s, h, shutdown).await
-            }
+            Guarantee::AtLeastOnce(s) => at_least_once::run(cfg, s, h, shutdown).await,
             Guarantee::ExactlyOnceKafka(s) => exactly_once::run(cfg, s, h, shutdown).await,
+            Guarantee::ExactlyOnceDatabase(_) => Err(ToolkitError::Config(
+                "ExactlyOnceDatabase needs a DbHandler: use Runner::new_db".into(),
+            )),
         }
+    }
+}
+
+impl<D: DbHandler> Runner<InDatabase<D>> {
+    /// A runner for `config`, whose guarantee must be [`Guarantee::ExactlyOnceDatabase`],
+    /// applying `handler`'s effects in the store's transactions. See the
+    /// [module docs](self#exactly-once-into-a-database).
+    pub fn new_db(config: RunnerConfig, handler: D) -> Result<Self, ToolkitError> {
+        config.validate()?;
+        if !matches!(config.guarantee, Guarantee::ExactlyOnceDatabase(_)) {
+            return Err(ToolkitError::Config(
+                "Runner::new_db needs Guarantee::ExactlyOnceDatabase".into(),
+            ));
+        }
+        Ok(Self {
+            config,
+            handler: InDatabase(handler),
+        })
+    }
+
+    /// Joins the group and applies messages until `shutdown` resolves, or until an error
+    /// the runner cannot get past: a dead letter that cannot be written, the database's
+    /// offsets unreadable on assignment, a runtime that is not multi-threaded.
+    pub async fn run_until(
+        &self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<RunStats, ToolkitError> {
+        match &self.config.guarantee {
+            Guarantee::ExactlyOnceDatabase(s) => {
+                exactly_once_db::run(&self.config, s, &self.handler.0, shutdown).await
+            }
+            _ => Err(ToolkitError::Config(
+                "Runner::new_db needs Guarantee::ExactlyOnceDatabase".into(),
+            )),
+        }
+    }
+}
+
+impl<H> Runner<H> {
+    /// The configuration.
+    pub fn config(&self) -> &RunnerConfig {
+        &self.config
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
     }
 }

@@ -21,7 +21,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use courier_toolkit::runner::{Handler, RunStats, Runner};
+use courier_toolkit::runner::{DbHandler, Handler, InDatabase, RunStats, Runner};
 use courier_toolkit::ToolkitError;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -343,6 +343,22 @@ pub struct RunnerTask {
 impl RunnerTask {
     /// Spawns `runner.run_until(<stop>)`.
     pub fn spawn<H: Handler>(runner: Runner<H>) -> Self {
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            runner
+                .run_until(async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Spawns an exactly-once-into-a-database `runner.run_until(<stop>)`.
+    pub fn spawn_db<D: DbHandler>(runner: Runner<InDatabase<D>>) -> Self {
         let (stop, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             runner
