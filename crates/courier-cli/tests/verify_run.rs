@@ -35,6 +35,17 @@ fn report(dir: &Path) -> Value {
     serde_json::from_str(&text).expect("report.json is JSON")
 }
 
+/// `courier verify run` with these arguments, the run's seed, output into `out_dir` and no
+/// progress bar.
+fn verify_run(out_dir: &Path, args: &[&str]) -> Output {
+    let seed = seed();
+    let out = out_dir.to_str().expect("utf-8");
+    let mut all = vec!["verify", "run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--seed", &seed, "--out", out, "--no-progress"]);
+    courier(&all)
+}
+
 fn seed() -> String {
     std::env::var("VERIFY_SEED").unwrap_or_else(|_| "20261127".into())
 }
@@ -64,24 +75,19 @@ fn count(report: &Value, section: &str, outcome: &str) -> u64 {
 fn idempotent_producers_keep_exactly_once_under_faults() {
     let dir = tempfile::tempdir().expect("tmp");
     let out_dir = dir.path().join("run");
-    let seed = seed();
-    let out = courier(&[
-        "verify",
-        "run",
-        "--duration",
-        "45s",
-        "--mode",
-        "idempotent",
-        "--faults",
-        "kill-broker,pause-broker,lost-ack,cut-connections,delay,partition,client-crash",
-        "--fault-interval",
-        "3s",
-        "--seed",
-        &seed,
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--no-progress",
-    ]);
+    let out = verify_run(
+        &out_dir,
+        &[
+            "--duration",
+            "45s",
+            "--mode",
+            "idempotent",
+            "--faults",
+            "kill-broker,pause-broker,lost-ack,cut-connections,delay,partition,client-crash",
+            "--fault-interval",
+            "3s",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let r = report(&out_dir);
     assert_eq!(r["valid"], Value::Bool(true));
@@ -100,23 +106,19 @@ fn idempotent_producers_keep_exactly_once_under_faults() {
 fn transactions_keep_exactly_once_under_broker_kills() {
     let dir = tempfile::tempdir().expect("tmp");
     let out_dir = dir.path().join("run");
-    let out = courier(&[
-        "verify",
-        "run",
-        "--duration",
-        "20s",
-        "--mode",
-        "transactional",
-        "--abort-rate",
-        "0.2",
-        "--schedule",
-        "kill-broker@4s+2s,lost-ack@9s+3s,pause-broker@13s+1s",
-        "--seed",
-        &seed(),
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--no-progress",
-    ]);
+    let out = verify_run(
+        &out_dir,
+        &[
+            "--duration",
+            "20s",
+            "--mode",
+            "transactional",
+            "--abort-rate",
+            "0.2",
+            "--schedule",
+            "kill-broker@4s+2s,lost-ack@9s+3s,pause-broker@13s+1s",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let r = report(&out_dir);
     assert_eq!(r["valid"], Value::Bool(true));
@@ -131,21 +133,17 @@ fn transactions_keep_exactly_once_under_broker_kills() {
 fn read_process_write_transactions_keep_exactly_once_under_faults() {
     let dir = tempfile::tempdir().expect("tmp");
     let out_dir = dir.path().join("run");
-    let out = courier(&[
-        "verify",
-        "run",
-        "--duration",
-        "20s",
-        "--mode",
-        "rpw",
-        "--schedule",
-        "kill-broker@4s+2s,lost-ack@8s+3s,client-crash@12s+1s,pause-broker@14s+1s",
-        "--seed",
-        &seed(),
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--no-progress",
-    ]);
+    let out = verify_run(
+        &out_dir,
+        &[
+            "--duration",
+            "20s",
+            "--mode",
+            "rpw",
+            "--schedule",
+            "kill-broker@4s+2s,lost-ack@8s+3s,client-crash@12s+1s,pause-broker@14s+1s",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let r = report(&out_dir);
     assert_eq!(r["valid"], Value::Bool(true));
@@ -157,23 +155,19 @@ fn read_process_write_transactions_keep_exactly_once_under_faults() {
 fn lost_acks_duplicate_a_plain_producer_and_the_verifier_says_so() {
     let dir = tempfile::tempdir().expect("tmp");
     let out_dir = dir.path().join("run");
-    let out = courier(&[
-        "verify",
-        "run",
-        "--duration",
-        "12s",
-        "--mode",
-        "acks-all",
-        "--guarantee",
-        "exactly-once",
-        "--schedule",
-        "lost-ack@3s+5s",
-        "--seed",
-        &seed(),
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--no-progress",
-    ]);
+    let out = verify_run(
+        &out_dir,
+        &[
+            "--duration",
+            "12s",
+            "--mode",
+            "acks-all",
+            "--guarantee",
+            "exactly-once",
+            "--schedule",
+            "lost-ack@3s+5s",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let r = report(&out_dir);
     assert_eq!(r["valid"], Value::Bool(false));
@@ -197,25 +191,21 @@ fn network_faults_reach_a_broker_given_with_bootstrap() {
     let broker = support::TestBroker::start();
     let dir = tempfile::tempdir().expect("tmp");
     let out_dir = dir.path().join("run");
-    let out = courier(&[
-        "verify",
-        "run",
-        "--bootstrap",
-        &broker.addr,
-        "--duration",
-        "12s",
-        "--mode",
-        "acks-all",
-        "--guarantee",
-        "exactly-once",
-        "--schedule",
-        "lost-ack@3s+5s,cut-connections@9s+1s",
-        "--seed",
-        &seed(),
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--no-progress",
-    ]);
+    let out = verify_run(
+        &out_dir,
+        &[
+            "--bootstrap",
+            &broker.addr,
+            "--duration",
+            "12s",
+            "--mode",
+            "acks-all",
+            "--guarantee",
+            "exactly-once",
+            "--schedule",
+            "lost-ack@3s+5s,cut-connections@9s+1s",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let r = report(&out_dir);
     assert_eq!(r["forbidden"], serde_json::json!(["duplicate"]), "{r}");
@@ -225,21 +215,17 @@ fn network_faults_reach_a_broker_given_with_bootstrap() {
 fn a_full_disk_stalls_writes_and_they_resume_once_there_is_room() {
     let dir = tempfile::tempdir().expect("tmp");
     let out_dir = dir.path().join("run");
-    let out = courier(&[
-        "verify",
-        "run",
-        "--duration",
-        "16s",
-        "--mode",
-        "idempotent",
-        "--schedule",
-        "disk-full@4s+4s",
-        "--seed",
-        &seed(),
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--no-progress",
-    ]);
+    let out = verify_run(
+        &out_dir,
+        &[
+            "--duration",
+            "16s",
+            "--mode",
+            "idempotent",
+            "--schedule",
+            "disk-full@4s+4s",
+        ],
+    );
     if out.status.code() == Some(2) && String::from_utf8_lossy(&out.stderr).contains("root") {
         eprintln!(
             "skipping: the disk-full fault needs root: {}",

@@ -25,7 +25,8 @@ impl Drop for Tmpfs<'_> {
     }
 }
 
-fn mount_tmpfs<'a>(dir: &'a Path, size: &str) -> std::io::Result<Tmpfs<'a>> {
+/// `mount -t tmpfs -o size=<size> [remount]` at `dir`.
+fn tmpfs(dir: &Path, size: &str, flags: libc::c_ulong) -> std::io::Result<()> {
     let target = CString::new(dir.as_os_str().as_bytes()).expect("path");
     let fstype = CString::new("tmpfs").expect("fstype");
     let options = CString::new(format!("size={size}")).expect("options");
@@ -35,13 +36,18 @@ fn mount_tmpfs<'a>(dir: &'a Path, size: &str) -> std::io::Result<Tmpfs<'a>> {
             fstype.as_ptr(),
             target.as_ptr(),
             fstype.as_ptr(),
-            0,
+            flags,
             options.as_ptr().cast(),
         )
     };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(())
+}
+
+fn mount_tmpfs<'a>(dir: &'a Path, size: &str) -> std::io::Result<Tmpfs<'a>> {
+    tmpfs(dir, size, 0)?;
     Ok(Tmpfs(dir))
 }
 
@@ -108,7 +114,7 @@ fn an_append_refused_for_space_leaves_the_log_writable() {
 
     // Make room: an operator frees space outside the log; for a tmpfs, growing it with
     // `remount,size=` is the stand-in.
-    assert!(grow_tmpfs(&fs, "8m"), "could not grow the tmpfs");
+    tmpfs(&fs, "8m", libc::MS_REMOUNT).expect("growing the tmpfs");
     let info = log.append(&record_batch(9_999), 0).expect("writable again");
     assert_eq!(
         info.base_offset, appended,
@@ -126,22 +132,4 @@ fn an_append_refused_for_space_leaves_the_log_writable() {
     let offsets: Vec<i64> = headers.iter().map(|h| h.base_offset).collect();
     let expected: Vec<i64> = (0..=appended as i64).collect();
     assert_eq!(offsets, expected);
-}
-
-/// Grows the tmpfs at `fs` to `size` by remounting it.
-fn grow_tmpfs(fs: &Path, size: &str) -> bool {
-    let target = CString::new(fs.as_os_str().as_bytes()).expect("path");
-    let fstype = CString::new("tmpfs").expect("fstype");
-    let options = CString::new(format!("size={size}")).expect("options");
-    // SAFETY: valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            libc::MS_REMOUNT,
-            options.as_ptr().cast(),
-        )
-    };
-    rc == 0
 }
