@@ -216,18 +216,28 @@ fn throughput(out: &mut String, history: &History, t_max: f64, colors: &BTreeMap
         read[b] += op.polls().count();
     }
     let rate = |n: usize| n as f64 / width;
-    let y_max = sent
+    // The scale follows the bulk of the run, not its peaks: the final read's burst would
+    // otherwise flatten everything else. Peaks above it are clipped (and said to be).
+    let mut rates: Vec<f64> = sent
         .iter()
         .chain(&read)
         .map(|&n| rate(n))
-        .fold(0.0, f64::max)
-        .max(1.0);
+        .filter(|&r| r > 0.0)
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    let peak = rates.last().copied().unwrap_or(0.0);
+    let p95 = rates
+        .get(rates.len().saturating_sub(1) * 95 / 100)
+        .copied()
+        .unwrap_or(0.0);
+    let y_max = (p95 * 1.5).min(peak).max(1.0);
+    let clipped = peak > y_max;
     let frame = Frame {
         height: 240.0,
         t_max,
     };
     frame.open(out, &history.faults, colors);
-    let y = |v: f64| TOP + frame.inner_height() * (1.0 - v / y_max);
+    let y = |v: f64| TOP + frame.inner_height() * (1.0 - (v / y_max).min(1.0));
     let step = nice_step(y_max, 5.0);
     let mut v = 0.0;
     while v <= y_max {
@@ -254,6 +264,13 @@ fn throughput(out: &mut String, history: &History, t_max: f64, colors: &BTreeMap
         LEFT + 90.0,
         TOP + 12.0
     );
+    if clipped {
+        let _ = writeln!(
+            out,
+            "<p>Peaks above the scale are clipped (highest: {}/s, e.g. the final read).</p>",
+            tick_label(peak)
+        );
+    }
 }
 
 /// Invoke-to-completion latency per op (log scale), coloured by outcome.
