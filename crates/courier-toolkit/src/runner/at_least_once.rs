@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use tracing::Instrument;
 
 use super::config::{AtLeastOnceSettings, RunnerConfig};
-use super::context::{self, LiveGuard, RebalanceState, RunnerConsumer};
+use super::context::{self, LiveGuard, Next, RebalanceState, RunnerConsumer};
 use super::dead_letter::dead_letter;
 use super::handler::{Handler, HandlerError, Message};
 use super::RunStats;
@@ -59,25 +59,12 @@ pub(super) async fn run<H: Handler>(
             .commit_interval
             .saturating_sub(last_commit.elapsed())
             .max(std::time::Duration::from_millis(10));
-        let received = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            r = tokio::time::timeout(wait, consumer.recv()) => r,
-        };
-        let msg = match received {
-            Err(_idle) => continue,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "consumer error");
-                continue;
-            }
-            Ok(Ok(m)) => Message::from_kafka(&m, &cfg.keys),
-        };
-        let span = tracing::debug_span!(
-            "message",
-            topic = %msg.topic,
-            partition = msg.partition,
-            offset = msg.offset
-        );
+        let (msg, span) =
+            match context::next_message(&consumer, &cfg.keys, Some(wait), &mut shutdown).await {
+                Next::Shutdown => break,
+                Next::Idle => continue,
+                Next::Message(msg, span) => (msg, span),
+            };
         let outcome = process(handler, &msg, settings, &producer, &mut rng, &mut shutdown)
             .instrument(span)
             .await?;

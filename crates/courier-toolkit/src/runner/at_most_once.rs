@@ -17,7 +17,7 @@ use rdkafka::Offset;
 use tracing::Instrument;
 
 use super::config::RunnerConfig;
-use super::context::{self, offsets_list, LiveGuard, RunnerConsumer};
+use super::context::{self, offsets_list, LiveGuard, Next, RunnerConsumer};
 use super::handler::{Handler, Message};
 use super::RunStats;
 use crate::producer::SafeProducer;
@@ -38,24 +38,12 @@ pub(super) async fn run<H: Handler>(
     let mut stats = RunStats::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let received = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            r = consumer.recv() => r,
-        };
-        let msg = match received {
-            Ok(m) => Message::from_kafka(&m, &cfg.keys),
-            Err(e) => {
-                tracing::warn!(error = %e, "consumer error");
-                continue;
-            }
-        };
-        let span = tracing::debug_span!(
-            "message",
-            topic = %msg.topic,
-            partition = msg.partition,
-            offset = msg.offset
-        );
+        let (msg, span) =
+            match context::next_message(&consumer, &cfg.keys, None, &mut shutdown).await {
+                Next::Shutdown => break,
+                Next::Idle => continue,
+                Next::Message(msg, span) => (msg, span),
+            };
         if !commit_before(&consumer, &msg)
             .instrument(span.clone())
             .await

@@ -286,3 +286,51 @@ pub(crate) fn subscribe_with(
     consumer.subscribe(&topics)?;
     Ok((consumer, state))
 }
+
+/// What waiting for the next message gave.
+pub(crate) enum Next {
+    /// The shutdown future resolved.
+    Shutdown,
+    /// Nothing arrived within the wait (or the consumer reported an error, logged).
+    Idle,
+    /// A message, with its tracing span.
+    Message(super::handler::Message, tracing::Span),
+}
+
+/// Waits for the next message, up to `wait` (`None`: until one comes), or for `shutdown`,
+/// which wins when both are ready. The one receive loop of every runner.
+pub(crate) async fn next_message(
+    consumer: &RunnerConsumer,
+    keys: &crate::keys::KeyExtractor,
+    wait: Option<std::time::Duration>,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> Next {
+    let recv = async {
+        match wait {
+            Some(w) => tokio::time::timeout(w, consumer.recv()).await.ok(),
+            None => Some(consumer.recv().await),
+        }
+    };
+    let received = tokio::select! {
+        biased;
+        () = shutdown => return Next::Shutdown,
+        r = recv => r,
+    };
+    match received {
+        None => Next::Idle,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "consumer error");
+            Next::Idle
+        }
+        Some(Ok(m)) => {
+            let msg = super::handler::Message::from_kafka(&m, keys);
+            let span = tracing::debug_span!(
+                "message",
+                topic = %msg.topic,
+                partition = msg.partition,
+                offset = msg.offset
+            );
+            Next::Message(msg, span)
+        }
+    }
+}

@@ -25,7 +25,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tracing::Instrument;
 
 use super::config::{ExactlyOnceDbSettings, RunnerConfig};
-use super::context::{self, LiveGuard, StoredPositions};
+use super::context::{self, LiveGuard, Next, StoredPositions};
 use super::dead_letter::dead_letter;
 use super::handler::{DbHandler, HandlerError, Message};
 use super::RunStats;
@@ -84,30 +84,18 @@ pub(super) async fn run<D: DbHandler>(
                 last_commit = Instant::now();
             }
         }
-        let received = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            r = tokio::time::timeout(IDLE, consumer.recv()) => r,
-        };
+        let next = context::next_message(&consumer, &cfg.keys, Some(IDLE), &mut shutdown).await;
+        if let Next::Shutdown = next {
+            break;
+        }
         if let Some(e) = state.take_position_error() {
             return Err(ToolkitError::Database(format!(
                 "positioning the assignment at the database's offsets: {e}"
             )));
         }
-        let msg = match received {
-            Err(_idle) => continue,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "consumer error");
-                continue;
-            }
-            Ok(Ok(m)) => Message::from_kafka(&m, &cfg.keys),
+        let Next::Message(msg, span) = next else {
+            continue;
         };
-        let span = tracing::debug_span!(
-            "message",
-            topic = %msg.topic,
-            partition = msg.partition,
-            offset = msg.offset
-        );
         let outcome = process(
             cfg,
             settings,
