@@ -9,8 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use courier_verify::nemesis::{
@@ -24,37 +23,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-/// The `courier` binary, built once if it does not exist.
-fn courier_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("COURIER_BIN") {
-            return PathBuf::from(bin);
-        }
-        // …/target/debug/deps/nemesis-<hash> → …/target/debug/courier
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary in <target>/<profile>/deps");
-        let bin = profile_dir.join("courier");
-        if !bin.exists() {
-            let target_dir = profile_dir.parent().expect("target dir");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = std::process::Command::new(cargo);
-            cmd.args(["build", "-p", "courier-cli", "--bin", "courier"])
-                .env("CARGO_TARGET_DIR", target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().expect("run cargo build");
-            assert!(status.success(), "cargo build of courier failed: {status}");
-        }
-        bin
-    })
-    .clone()
-}
+#[path = "../../../tests/support/courier_bin.rs"]
+mod courier_bin;
+use courier_bin::courier_bin;
 
 /// A broker in a fresh temporary directory, advertising `advertised` (its own address if
 /// `None`).

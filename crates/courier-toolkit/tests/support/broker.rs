@@ -9,9 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -34,37 +32,9 @@ const FLAGS: &[&str] = &[
     "1000",
 ];
 
-/// The `courier` binary, built once if it does not exist.
-pub fn courier_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("COURIER_BIN") {
-            return PathBuf::from(bin);
-        }
-        // …/target/debug/deps/runner_x-<hash> → …/target/debug/courier
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary in <target>/<profile>/deps");
-        let bin = profile_dir.join("courier");
-        if !bin.exists() {
-            let target_dir = profile_dir.parent().expect("target dir");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-p", "courier-cli", "--bin", "courier"])
-                .env("CARGO_TARGET_DIR", target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().expect("run cargo build");
-            assert!(status.success(), "cargo build of courier failed: {status}");
-        }
-        bin
-    })
-    .clone()
-}
+#[path = "../../../../tests/support/courier_bin.rs"]
+mod courier_bin;
+pub use courier_bin::courier_bin;
 
 /// A `courier serve` child on a fixed port of 127.0.0.1, in its own temporary directory.
 /// Dropping it SIGKILLs the broker.
