@@ -7,6 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
+# A from-scratch run gains nothing from incremental compilation, whose caches doubled the size
+# of target/ (a CI machine ran out of disk); set CARGO_INCREMENTAL=1 to keep them.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 step() { printf '\n==> %s\n' "$*"; }
 
 step "cargo fmt --check"
