@@ -34,12 +34,30 @@ pub enum ToolkitError {
     /// the same transactional id. The runner stops; its open transaction is aborted.
     #[error("transactional producer failed fatally: {0}")]
     TransactionFatal(#[source] rdkafka::error::KafkaError),
+    /// A batch of the processed-ID store
+    /// ([`process_batch`](crate::store::ProcessedStore::process_batch)) failed and its whole
+    /// transaction rolled back: nothing of any of its messages was kept.
+    #[error("batch rolled back{}: {source}", at_message(.index))]
+    BatchRolledBack {
+        /// The position of the message whose effect or statement failed; `None` when the
+        /// failure belongs to no message (starting or committing the transaction, the
+        /// offsets).
+        index: Option<usize>,
+        /// What failed.
+        #[source]
+        source: Box<ToolkitError>,
+    },
     /// SQLite failed (the processed-ID store's embedded backend).
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL failed (the processed-ID store's server backend).
     #[error("postgres: {}", describe_postgres(.0))]
     Postgres(#[from] tokio_postgres::Error),
+}
+
+/// " at message `i`" when the failure belongs to message `i`.
+fn at_message(index: &Option<usize>) -> String {
+    index.map_or_else(String::new, |i| format!(" at message {i}"))
 }
 
 /// A PostgreSQL error with the server's message (tokio-postgres displays only "db error").

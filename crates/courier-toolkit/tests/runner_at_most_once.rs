@@ -1,6 +1,7 @@
-//! The at-most-once runner against a real Courier broker: each offset is committed before
-//! the handler runs, so a runner killed while processing loses exactly the message it was
-//! processing (committed, not processed) and nothing is ever delivered twice; a message whose
+//! The at-most-once runner against a real Courier broker: a batch's offsets are committed
+//! before the handler runs on any of its messages, so a runner killed while processing loses
+//! at most the rest of that batch (committed, not processed), exactly the message it was
+//! processing with batches of one, and nothing is ever delivered twice; a message whose
 //! handler fails is not seen again.
 
 #[path = "support/broker.rs"]
@@ -13,7 +14,8 @@ use std::time::Duration;
 use broker::{committed, create_topic, wait_for, Broker, RunnerTask};
 use courier_toolkit::producer::{ProducerConfig, ProducerRecord, SafeProducer};
 use courier_toolkit::runner::{
-    handler_fn, Guarantee, HandlerError, HandlerOutput, Message, Runner, RunnerConfig,
+    handler_fn, AtMostOnceSettings, Guarantee, HandlerError, HandlerOutput, Message, Runner,
+    RunnerConfig,
 };
 
 /// (partition, offset, value) of a handler call.
@@ -64,7 +66,12 @@ async fn a_crash_after_commit_loses_exactly_the_committed_unprocessed_message() 
     let ends: Vec<i64> = (0..2)
         .map(|part| deliveries.iter().filter(|d| d.partition == part).count() as i64)
         .collect();
-    let cfg = RunnerConfig::new(&bootstrap, "analytics", &["clicks"], Guarantee::AtMostOnce);
+    // Batches of one: each message committed just before it is processed.
+    let one_by_one = Guarantee::AtMostOnce(AtMostOnceSettings {
+        batch_size: 1,
+        ..AtMostOnceSettings::default()
+    });
+    let cfg = RunnerConfig::new(&bootstrap, "analytics", &["clicks"], one_by_one);
 
     // First life: killed while processing "crash".
     let first: Arc<Mutex<Vec<Call>>> = Arc::default();
@@ -131,4 +138,78 @@ async fn a_crash_after_commit_loses_exactly_the_committed_unprocessed_message() 
         "the crash message is not redelivered"
     );
     assert_eq!(stats.processed + stats.failed, second.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_batch_loses_only_that_batch_and_processes_nothing_twice() {
+    const N: i64 = 60;
+    const CRASH: i64 = 25;
+    const BATCH: usize = 10;
+    let b = Broker::start();
+    let bootstrap = b.bootstrap();
+    create_topic(&bootstrap, "views", 1).await;
+    let p = SafeProducer::new(&ProducerConfig::new(&bootstrap)).expect("producer");
+    let records: Vec<ProducerRecord> = (0..N)
+        .map(|i| {
+            let v = if i == CRASH {
+                "crash".to_string()
+            } else {
+                format!("v{i}")
+            };
+            ProducerRecord::new("views", Some("k"), v)
+        })
+        .collect();
+    let deliveries = p.send_all(&records).await.expect("produced");
+    assert_eq!(deliveries.last().map(|d| d.offset), Some(N - 1));
+    // Everything is fetched at once and the linger is long: the batches are full.
+    let guarantee = Guarantee::AtMostOnce(AtMostOnceSettings {
+        batch_size: BATCH,
+        batch_linger: Duration::from_secs(2),
+    });
+    let cfg = RunnerConfig::new(&bootstrap, "audit", &["views"], guarantee);
+
+    // First life: killed while the handler is stuck on "crash", in the middle of a batch.
+    let first: Arc<Mutex<Vec<Call>>> = Arc::default();
+    let task = RunnerTask::spawn(Runner::new(cfg.clone(), recording(&first)).expect("runner"));
+    wait_for(Duration::from_secs(20), "the crash message", || {
+        first.lock().unwrap().iter().any(|c| c.2 == "crash")
+    })
+    .await;
+    task.kill().await;
+    let first: Vec<i64> = first.lock().unwrap().iter().map(|c| c.1).collect();
+    assert_eq!(
+        first,
+        (0..=CRASH).collect::<Vec<_>>(),
+        "in order, up to the message it hung on"
+    );
+    let committed_at_crash = committed(&bootstrap, "audit", "views", 1)[0].expect("committed");
+    // Full batches from offset 0: the crash message's batch, [20, 30), was committed whole
+    // before any of it was processed, and nothing after it.
+    assert_eq!(
+        committed_at_crash, 30,
+        "committed up to the end of its batch"
+    );
+
+    // Second life: resumes after the crashed batch.
+    let second: Arc<Mutex<Vec<Call>>> = Arc::default();
+    let task = RunnerTask::spawn(Runner::new(cfg, recording(&second)).expect("runner"));
+    wait_for(Duration::from_secs(20), "every offset committed", || {
+        committed(&bootstrap, "audit", "views", 1) == [Some(N)]
+    })
+    .await;
+    let stats = task.stop().await;
+    let second: Vec<i64> = second.lock().unwrap().iter().map(|c| c.1).collect();
+    assert_eq!(
+        second,
+        (committed_at_crash..N).collect::<Vec<_>>(),
+        "exactly what follows the crashed batch, once each"
+    );
+    assert_eq!(stats.processed, second.len() as u64);
+    assert_eq!(stats.failed, 0);
+    // Lost: the crash message (committed, never finished) and the rest of its batch.
+    let seen: BTreeSet<i64> = first.iter().chain(&second).copied().collect();
+    assert_eq!(seen.len(), first.len() + second.len(), "nothing twice");
+    let lost: Vec<i64> = (0..N).filter(|o| !seen.contains(o)).collect();
+    assert_eq!(lost, (CRASH + 1..committed_at_crash).collect::<Vec<_>>());
+    assert!(lost.len() < BATCH, "at most one batch lost: {lost:?}");
 }

@@ -1,9 +1,10 @@
 //! The exactly-once-into-a-database runner against a real Courier broker and a real
 //! database (SQLite and PostgreSQL, through the store suite's `suite!`): a runner crashed
-//! three times mid-stream and restarted leaves exactly one business row per input message
-//! and the database's offsets at the topic's ends; a message re-sent as a new record with the
-//! same idempotency key is skipped; assigned partitions start at the database's offsets even
-//! when Kafka has no committed offsets at all.
+//! three times in the middle of a batch and restarted leaves exactly one business row per
+//! input message and the database's offsets at the topic's ends; a message failing
+//! permanently rolls back its batch and is the only one dead-lettered; a message re-sent as
+//! a new record with the same idempotency key is skipped; assigned partitions start at the
+//! database's offsets even when Kafka has no committed offsets at all.
 
 #[macro_use]
 #[path = "store_suite/mod.rs"]
@@ -34,6 +35,7 @@ suite!(
     a_resent_idempotency_key_is_skipped,
     assignment_starts_at_the_database_offsets_not_kafkas,
     failures_roll_back_retry_then_dead_letter_and_move_the_offset,
+    a_poison_message_rolls_back_its_batch_and_alone_is_dead_lettered,
 );
 
 /// The business table: deliberately without a unique key, so a double application shows.
@@ -91,16 +93,22 @@ fn ledger_runner_counting(
             }
             let order = String::from_utf8(m.value.clone().unwrap_or_default())
                 .map_err(HandlerError::permanent)?;
-            tx.execute(
-                "INSERT INTO ledger (order_id, part, off) VALUES ($1, $2, $3)",
-                &[order.into(), m.partition.into(), m.offset.into()],
-            )
-            .await
-            .map_err(HandlerError::retriable)?;
+            insert_ledger(&tx, &order, &m).await?;
             Ok(Vec::new())
         }
     });
     RunnerTask::spawn_db(Runner::new_db(cfg, handler).expect("runner"))
+}
+
+/// The business effect: one ledger row for `order`, from `m`.
+async fn insert_ledger(tx: &Tx, order: &str, m: &Message) -> Result<(), HandlerError> {
+    tx.execute(
+        "INSERT INTO ledger (order_id, part, off) VALUES ($1, $2, $3)",
+        &[order.into(), m.partition.into(), m.offset.into()],
+    )
+    .await
+    .map_err(HandlerError::retriable)?;
+    Ok(())
 }
 
 /// Sends `order-<i>` for each `i`, with the idempotency-key header `order-<i>`.
@@ -162,21 +170,30 @@ async fn ledger(store: &ProcessedStore) -> BTreeMap<String, i64> {
     .collect()
 }
 
-/// Polls the database until `cond` holds on it; panics after `within`.
-async fn wait_db<F, Fut>(within: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !cond().await {
+/// (value, attempts header, error header) of each dead letter in `orders.dlq`.
+async fn dead_letters(bootstrap: &str) -> Vec<(String, Option<String>, Option<String>)> {
+    let bootstrap = bootstrap.to_string();
+    let letters = tokio::task::spawn_blocking(move || read_all(&bootstrap, "orders.dlq"))
+        .await
+        .expect("dead letters");
+    letters
+        .iter()
+        .map(|r| (r.text(), r.header(HEADER_ATTEMPTS), r.header(HEADER_ERROR)))
+        .collect()
+}
+
+/// Polls the database until its offsets are `want`; panics after a minute.
+async fn wait_offsets(store: &ProcessedStore, want: &[(i32, i64)], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while offsets(store).await != want {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 async fn crashes_mid_stream_apply_each_message_exactly_once(db: TestDb) {
-    const N: usize = 300;
+    // Enough for three lives of more than one default batch (500) each.
+    const N: usize = 2500;
     let b = Broker::start();
     let bootstrap = b.bootstrap();
     create_topic(&bootstrap, TOPIC, 3).await;
@@ -185,6 +202,7 @@ async fn crashes_mid_stream_apply_each_message_exactly_once(db: TestDb) {
     let check = db.open().await;
     create_ledger(&check).await;
 
+    let mut before = 0;
     for round in 1..=3i64 {
         // A restarted service: a new store handle on the same database, the same group.
         let calls = Arc::new(AtomicI64::new(0));
@@ -192,32 +210,32 @@ async fn crashes_mid_stream_apply_each_message_exactly_once(db: TestDb) {
             &bootstrap,
             db.open().await,
             true,
-            Duration::from_millis(4),
+            Duration::from_millis(1),
             Arc::clone(&calls),
         );
+        // The batch under way holds at most 500 of the calls: at least one batch has
+        // committed, and the runner is dropped (most likely) in the middle of the next.
         // Counted in the handler: on SQLite a reader waits for the runner's write lock.
-        broker::wait_for(Duration::from_secs(60), "progress before the crash", || {
-            calls.load(Ordering::SeqCst) >= 60
+        broker::wait_for(Duration::from_secs(60), "600 messages handled", || {
+            calls.load(Ordering::SeqCst) >= 600
         })
         .await;
         running.kill().await;
         let rows = ledger_rows(&check).await;
-        assert!(
-            rows < N as i64,
-            "round {round}: crashed mid-stream ({rows})"
+        let committed: i64 = offsets(&check).await.iter().map(|(_, o)| o).sum();
+        assert_eq!(
+            rows, committed,
+            "round {round}: a row per message below the stored offsets, none of the dropped batch's"
         );
+        assert!(
+            before < rows && rows < N as i64,
+            "round {round}: crashed mid-stream ({before} -> {rows})"
+        );
+        before = rows;
     }
 
     let running = ledger_runner(&bootstrap, db.open().await, true, Duration::ZERO);
-    wait_db(
-        Duration::from_secs(60),
-        "database offsets at the ends",
-        || {
-            let (check, ends) = (&check, &ends);
-            async move { offsets(check).await == *ends }
-        },
-    )
-    .await;
+    wait_offsets(&check, &ends, "database offsets at the ends").await;
     running.stop().await;
 
     let ledger = ledger(&check).await;
@@ -236,22 +254,10 @@ async fn a_resent_idempotency_key_is_skipped(db: TestDb) {
     create_ledger(&check).await;
     produce(&bootstrap, 1..=3).await;
     let running = ledger_runner(&bootstrap, db.open().await, true, Duration::ZERO);
-    wait_db(Duration::from_secs(30), "3 messages applied", || {
-        let check = &check;
-        async move { offsets(check).await == [(0, 3)] }
-    })
-    .await;
+    wait_offsets(&check, &[(0, 3)], "3 messages applied").await;
     // The producer "retries" order-2 as a new record: same content, same key, offset 3.
     produce(&bootstrap, 2..=2).await;
-    wait_db(
-        Duration::from_secs(30),
-        "the re-sent message consumed",
-        || {
-            let check = &check;
-            async move { offsets(check).await == [(0, 4)] }
-        },
-    )
-    .await;
+    wait_offsets(&check, &[(0, 4)], "the re-sent message consumed").await;
     let stats = running.stop().await;
     assert_eq!(stats.processed, 3);
     assert_eq!(stats.duplicates, 1);
@@ -277,11 +283,7 @@ async fn assignment_starts_at_the_database_offsets_not_kafkas(db: TestDb) {
     let ends = end_offsets(&bootstrap, 2).await;
     // Never commits to Kafka: only the database knows how far the group got.
     let running = ledger_runner(&bootstrap, db.open().await, false, Duration::ZERO);
-    wait_db(Duration::from_secs(30), "40 messages applied", || {
-        let (check, ends) = (&check, &ends);
-        async move { offsets(check).await == *ends }
-    })
-    .await;
+    wait_offsets(&check, &ends, "40 messages applied").await;
     let first = running.stop().await;
     assert_eq!(first.processed, 40);
     let kafka = {
@@ -306,15 +308,7 @@ async fn assignment_starts_at_the_database_offsets_not_kafkas(db: TestDb) {
     produce(&bootstrap, 40..50).await;
     let ends = end_offsets(&bootstrap, 2).await;
     let running = ledger_runner(&bootstrap, db.open().await, false, Duration::ZERO);
-    wait_db(
-        Duration::from_secs(30),
-        "the 10 new messages applied",
-        || {
-            let (check, ends) = (&check, &ends);
-            async move { offsets(check).await == *ends }
-        },
-    )
-    .await;
+    wait_offsets(&check, &ends, "the 10 new messages applied").await;
     let second = running.stop().await;
     assert_eq!(second.processed, 10, "only the new messages: {second:?}");
     assert_eq!(second.duplicates, 0, "nothing redelivered: {second:?}");
@@ -342,12 +336,7 @@ async fn failures_roll_back_retry_then_dead_letter_and_move_the_offset(db: TestD
                 *n
             };
             async move {
-                tx.execute(
-                    "INSERT INTO ledger (order_id, part, off) VALUES ($1, $2, $3)",
-                    &[order.clone().into(), m.partition.into(), m.offset.into()],
-                )
-                .await
-                .map_err(HandlerError::retriable)?;
+                insert_ledger(&tx, &order, &m).await?;
                 match (order.as_str(), n) {
                     // Fails after its insert: the insert must be rolled back.
                     ("order-2", _) => Err(HandlerError::retriable("ledger service down")),
@@ -367,15 +356,7 @@ async fn failures_roll_back_retry_then_dead_letter_and_move_the_offset(db: TestD
         Guarantee::ExactlyOnceDatabase(s),
     );
     let running = RunnerTask::spawn_db(Runner::new_db(cfg, handler).expect("runner"));
-    wait_db(
-        Duration::from_secs(30),
-        "the database offset past 4",
-        || {
-            let check = &check;
-            async move { offsets(check).await == [(0, 4)] }
-        },
-    )
-    .await;
+    wait_offsets(&check, &[(0, 4)], "the database offset past 4").await;
     let stats = running.stop().await;
     assert_eq!(stats.processed, 2, "{stats:?}");
     assert_eq!(stats.dead_lettered, 2, "{stats:?}");
@@ -386,23 +367,10 @@ async fn failures_roll_back_retry_then_dead_letter_and_move_the_offset(db: TestD
         [("order-1".to_string(), 1), ("order-3".to_string(), 1)],
         "failed attempts left nothing"
     );
-    let dead = check
-        .key_state(GROUP, "order-2")
-        .await
-        .expect("key")
-        .expect("recorded");
+    let dead = record(&check, "order-2").await;
     assert_eq!(dead.state, KeyState::Completed);
     assert_eq!(dead.result.as_deref(), Some(&[][..]));
-    let letters = {
-        let bootstrap = bootstrap.clone();
-        tokio::task::spawn_blocking(move || read_all(&bootstrap, "orders.dlq"))
-            .await
-            .expect("dead letters")
-    };
-    let got: Vec<(String, Option<String>, Option<String>)> = letters
-        .iter()
-        .map(|r| (r.text(), r.header(HEADER_ATTEMPTS), r.header(HEADER_ERROR)))
-        .collect();
+    let got = dead_letters(&bootstrap).await;
     assert_eq!(
         got,
         [
@@ -420,13 +388,94 @@ async fn failures_roll_back_retry_then_dead_letter_and_move_the_offset(db: TestD
     );
 }
 
+async fn a_poison_message_rolls_back_its_batch_and_alone_is_dead_lettered(db: TestDb) {
+    const N: usize = 200;
+    const POISON: &str = "order-57";
+    let b = Broker::start();
+    let bootstrap = b.bootstrap();
+    create_topic(&bootstrap, TOPIC, 2).await;
+    let check = db.open().await;
+    create_ledger(&check).await;
+    // Produced before the runner starts: it takes them in a few large batches.
+    produce(&bootstrap, 0..N).await;
+    let ends = end_offsets(&bootstrap, 2).await;
+    let calls: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
+    let handler = {
+        let calls = Arc::clone(&calls);
+        db_handler_fn(move |m: Message, tx: Tx| {
+            let order = String::from_utf8(m.value.clone().unwrap_or_default()).unwrap();
+            *calls.lock().unwrap().entry(order.clone()).or_default() += 1;
+            async move {
+                insert_ledger(&tx, &order, &m).await?;
+                if order == POISON {
+                    // After its insert: the insert, and the batch's, must be rolled back.
+                    return Err(HandlerError::permanent("unknown product"));
+                }
+                Ok(order.into_bytes())
+            }
+        })
+    };
+    let cfg = RunnerConfig::new(
+        &bootstrap,
+        GROUP,
+        &[TOPIC],
+        Guarantee::ExactlyOnceDatabase(settings(db.open().await, true)),
+    );
+    let running = RunnerTask::spawn_db(Runner::new_db(cfg, handler).expect("runner"));
+    wait_offsets(&check, &ends, "database offsets at the ends").await;
+    let stats = running.stop().await;
+    assert_eq!(stats.processed, N as u64 - 1, "{stats:?}");
+    assert_eq!(stats.dead_lettered, 1, "{stats:?}");
+    assert_eq!(stats.duplicates, 0, "{stats:?}");
+    assert_eq!(
+        stats.retries, 0,
+        "a permanent error is not retried: {stats:?}"
+    );
+
+    let ledger = ledger(&check).await;
+    assert_eq!(ledger.len(), N - 1, "every message but the poison applied");
+    assert!(
+        !ledger.contains_key(POISON),
+        "the poison's insert rolled back"
+    );
+    let doubled: Vec<_> = ledger.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(doubled.is_empty(), "applied more than once: {doubled:?}");
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(
+        calls.get(POISON),
+        Some(&1),
+        "its failure in the batch counts as its one attempt"
+    );
+    // The messages before it in its batch were applied, rolled back, and applied again.
+    let again: Vec<_> = calls.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(!again.is_empty(), "the poison was not in a batch of many");
+    assert!(again.iter().all(|(_, n)| **n == 2), "{again:?}");
+    let poison = record(&check, POISON).await;
+    assert_eq!(
+        (poison.state, poison.result),
+        (KeyState::Completed, Some(vec![]))
+    );
+    let neighbour = record(&check, "order-58").await;
+    assert_eq!(neighbour.result.as_deref(), Some(&b"order-58"[..]));
+
+    let got = dead_letters(&bootstrap).await;
+    assert_eq!(
+        got,
+        [(
+            POISON.to_string(),
+            Some("1".to_string()),
+            Some("unknown product".to_string())
+        )]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_guarantee_needs_a_db_handler_and_vice_versa() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = ProcessedStore::open_sqlite(dir.path().join("app.db"))
         .await
         .expect("store");
-    let guarantee = Guarantee::exactly_once_database(store);
+    let guarantee = Guarantee::exactly_once_database(store.clone());
     assert!(format!("{:?}", guarantee.clone()).contains("ExactlyOnceDatabase"));
     let eodb = RunnerConfig::new("127.0.0.1:1", GROUP, &[TOPIC], guarantee);
     let plain = courier_toolkit::runner::handler_fn(|_m: Message| async {
@@ -438,6 +487,19 @@ async fn the_database_guarantee_needs_a_db_handler_and_vice_versa() {
     ));
     let db = || db_handler_fn(|_m: Message, _tx: Tx| async { Ok(Vec::new()) });
     assert!(Runner::new_db(eodb, db()).is_ok());
+    let empty_batches = RunnerConfig::new(
+        "127.0.0.1:1",
+        GROUP,
+        &[TOPIC],
+        Guarantee::ExactlyOnceDatabase(ExactlyOnceDbSettings {
+            batch_size: 0,
+            ..ExactlyOnceDbSettings::new(store.clone())
+        }),
+    );
+    assert!(matches!(
+        Runner::new_db(empty_batches, db()),
+        Err(courier_toolkit::ToolkitError::Config(m)) if m.contains("batch_size")
+    ));
     let alo = RunnerConfig::new("127.0.0.1:1", GROUP, &[TOPIC], Guarantee::at_least_once());
     assert!(matches!(
         Runner::new_db(alo, db()),

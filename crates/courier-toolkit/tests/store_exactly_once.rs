@@ -1,7 +1,8 @@
 //! The processed-ID store keeps exactly-once into a database: the effect, the idempotency
 //! key and the offset commit together or not at all; a key seen before skips the effect;
 //! offsets only move forward; pruning removes only what no redelivery can reach; SQL and its
-//! values mean the same on both backends.
+//! values mean the same on both backends; a batch in one transaction keeps each message's
+//! guarantee and is all or nothing.
 //!
 //! Written once and run against both backends (`store_suite`): `sqlite::*` on a file in a
 //! temporary directory, `postgres::*` on a real PostgreSQL server started for the test (see
@@ -13,7 +14,9 @@ mod store_suite;
 
 use std::time::{Duration, SystemTime};
 
-use courier_toolkit::store::{Backend, KeyState, Outcome, ProcessRequest, SqlValue};
+use courier_toolkit::store::{
+    Backend, KeyState, Outcome, ProcessRequest, ProcessedStore, SqlValue,
+};
 use courier_toolkit::ToolkitError;
 use store_suite::*;
 
@@ -27,6 +30,9 @@ suite!(
     prune_deletes_only_below_committed_offset_and_past_retention,
     placeholders_bind_by_number_and_values_round_trip,
     schema_creation_is_idempotent,
+    batch_applies_every_effect_and_moves_each_offset_to_its_max_plus_one,
+    batch_skips_keys_completed_before_or_earlier_in_the_batch,
+    batch_failing_at_one_message_rolls_back_everything_and_names_it,
 );
 
 async fn effect_key_and_offset_commit_together(db: TestDb) {
@@ -363,4 +369,184 @@ async fn schema_creation_is_idempotent(db: TestDb) {
         ));
     }
     assert_eq!(effects(&again, "k").await, 1);
+}
+
+/// A batch of `(request, result)`: the effect of a request with a result inserts one row for
+/// its key and returns the result; one without must not run (a duplicate).
+async fn planned_batch(
+    store: &ProcessedStore,
+    plan: &[(ProcessRequest<'_>, Option<&'static [u8]>)],
+) -> Vec<Outcome> {
+    let reqs: Vec<ProcessRequest<'_>> = plan.iter().map(|(r, _)| *r).collect();
+    let effect = |i: usize, tx| {
+        let (req, result) = plan[i];
+        let key = std::str::from_utf8(req.idempotency_key).expect("a text key");
+        async move {
+            match result {
+                Some(result) => insert_effect(tx, key, result).await,
+                None => must_not_run(tx).await,
+            }
+        }
+    };
+    store.process_batch(&reqs, effect).await.expect("batch")
+}
+
+fn applied(result: &[u8]) -> Outcome {
+    Outcome::Applied {
+        result: result.to_vec(),
+    }
+}
+
+fn duplicate(stored_result: &[u8]) -> Outcome {
+    Outcome::Duplicate {
+        stored_result: stored_result.to_vec(),
+    }
+}
+
+async fn batch_applies_every_effect_and_moves_each_offset_to_its_max_plus_one(db: TestDb) {
+    let store = db.open().await;
+    // Partition 1 is at 21 already: the batch's lower offsets there must not move it back.
+    store
+        .process(&req("before", 1, 20), |tx| insert_effect(tx, "before", b""))
+        .await
+        .expect("before");
+    let outcomes = planned_batch(
+        &store,
+        &[
+            (req("a", 0, 5), Some(b"ra")),
+            (req("b", 0, 3), Some(b"rb")),
+            (req("c", 1, 2), Some(b"rc")),
+            (req("d", 0, 9), Some(b"rd")),
+            (req("e", 2, 0), Some(b"")),
+        ],
+    )
+    .await;
+    let want = [b"ra", b"rb", b"rc", b"rd", &b""[..]].map(applied);
+    assert_eq!(outcomes, want);
+    for key in ["a", "b", "c", "d", "e"] {
+        assert_eq!(effects(&store, key).await, 1, "{key}");
+    }
+    assert_eq!(offsets(&store).await, [(0, 10), (1, 21), (2, 1)]);
+    let d = record(&store, "d").await;
+    assert_eq!(d.state, KeyState::Completed);
+    assert_eq!(d.result.as_deref(), Some(&b"rd"[..]));
+    assert_eq!((d.topic.as_str(), d.partition, d.offset), (TOPIC, 0, 9));
+    // Nothing to do is nothing done.
+    assert_eq!(planned_batch(&store, &[]).await, []);
+    assert_eq!(offsets(&db.open().await).await, [(0, 10), (1, 21), (2, 1)]);
+}
+
+async fn batch_skips_keys_completed_before_or_earlier_in_the_batch(db: TestDb) {
+    let store = db.open().await;
+    store
+        .process(&req("old", 0, 0), |tx| insert_effect(tx, "old", b"r-old"))
+        .await
+        .expect("old");
+    // "new" twice (a producer's retry stored as a new record), and "old" redelivered.
+    let outcomes = planned_batch(
+        &store,
+        &[
+            (req("new", 0, 1), Some(b"r-new")),
+            (req("old", 0, 2), None),
+            (req("new", 0, 3), None),
+            (req("other", 0, 4), Some(b"r-other")),
+        ],
+    )
+    .await;
+    assert_eq!(
+        outcomes,
+        [
+            applied(b"r-new"),
+            duplicate(b"r-old"),
+            duplicate(b"r-new"),
+            applied(b"r-other")
+        ]
+    );
+    for key in ["old", "new", "other"] {
+        assert_eq!(effects(&store, key).await, 1, "{key}");
+    }
+    let new = record(&store, "new").await;
+    assert_eq!(new.offset, 1, "the record is the first appearance's");
+    assert_eq!(offsets(&store).await, [(0, 5)]);
+}
+
+async fn batch_failing_at_one_message_rolls_back_everything_and_names_it(db: TestDb) {
+    let store = db.open().await;
+    store
+        .process(&req("k1", 0, 1), |tx| insert_effect(tx, "k1", b"r1"))
+        .await
+        .expect("k1");
+    let keys = ["k2", "k3", "k4", "k5", "k6"];
+    let reqs: Vec<ProcessRequest<'_>> = keys
+        .iter()
+        .zip(2..)
+        .map(|(key, offset)| req(key, 0, offset))
+        .collect();
+    let assert_nothing_kept = |what: &'static str| {
+        let store = store.clone();
+        async move {
+            for key in keys {
+                assert_eq!(effects(&store, key).await, 0, "{what}: {key}'s effect");
+                let record = store.key_state(GROUP, key).await.expect("key");
+                assert_eq!(record, None, "{what}: {key}");
+            }
+            assert_eq!(offsets(&store).await, [(0, 2)], "{what}: offsets unchanged");
+        }
+    };
+
+    // The effect of message 3 (k5) fails after its insert.
+    let err = store
+        .process_batch(&reqs, |i, tx| async move {
+            insert_effect(tx, keys[i], b"r").await?;
+            match i {
+                3 => Err(ToolkitError::Handler("ledger down".into())),
+                _ => Ok(b"r".to_vec()),
+            }
+        })
+        .await
+        .expect_err("message 3 failed");
+    let ToolkitError::BatchRolledBack { index, source } = &err else {
+        panic!("not a batch error: {err}");
+    };
+    assert_eq!(*index, Some(3));
+    assert!(
+        matches!(&**source, ToolkitError::Handler(m) if m == "ledger down"),
+        "{source}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "batch rolled back at message 3: handler: ledger down"
+    );
+    assert_nothing_kept("a failed effect").await;
+
+    // The effect of message 1 (k3) swallows a failed statement: the batch still fails there.
+    let err = store
+        .process_batch(&reqs, |i, tx| async move {
+            if i == 1 {
+                let bad = tx
+                    .execute("INSERT INTO no_such_table VALUES (1)", &[])
+                    .await;
+                assert!(bad.is_err(), "the table does not exist");
+            }
+            insert_effect(tx, keys[i], b"r").await
+        })
+        .await
+        .expect_err("message 1's statement failed");
+    assert!(
+        matches!(err, ToolkitError::BatchRolledBack { index: Some(1), .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no_such_table"), "{err}");
+    assert_nothing_kept("a failed statement").await;
+
+    // The same batch again, with effects that work: it is applied once.
+    let outcomes = store
+        .process_batch(&reqs, |i, tx| insert_effect(tx, keys[i], b"ok"))
+        .await
+        .expect("the batch again");
+    assert_eq!(outcomes, [b"ok"; 5].map(|r| applied(r)));
+    for key in keys {
+        assert_eq!(effects(&store, key).await, 1, "{key}");
+    }
+    assert_eq!(offsets(&store).await, [(0, 7)]);
 }

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::config::{AtLeastOnceSettings, RunnerConfig};
 use super::context::{self, LiveGuard, Next, RebalanceState, RunnerConsumer};
-use super::dead_letter::dead_letter;
+use super::dead_letter::send_dead_letter;
 use super::handler::{Handler, HandlerError, Message};
 use super::RunStats;
 use crate::producer::SafeProducer;
@@ -69,14 +69,8 @@ pub(super) async fn run<H: Handler>(
             .instrument(span)
             .await?;
         match outcome {
-            Outcome::Processed { retries } => {
-                stats.processed += 1;
-                stats.retries += u64::from(retries);
-            }
-            Outcome::DeadLettered { attempts } => {
-                stats.dead_lettered += 1;
-                stats.retries += u64::from(attempts.saturating_sub(1));
-            }
+            Outcome::Processed { retries } => stats.count_processed(retries),
+            Outcome::DeadLettered { attempts } => stats.count_dead_lettered(attempts),
             Outcome::Interrupted => break,
         }
         state.processed(&msg.topic, msg.partition, msg.offset + 1);
@@ -133,18 +127,7 @@ async fn process<H: Handler>(
                 () = tokio::time::sleep(delay) => continue,
             }
         }
-        let letter = dead_letter(&settings.dead_letter, msg, &error, attempts);
-        tracing::warn!(attempts, error = %error.message, dlq = %letter.topic, "dead-lettering");
-        producer
-            .send(&letter)
-            .await
-            .map_err(|e| ToolkitError::DeadLetter {
-                source_topic: msg.topic.clone(),
-                partition: msg.partition,
-                offset: msg.offset,
-                dlq: letter.topic.clone(),
-                reason: e.to_string(),
-            })?;
+        send_dead_letter(producer, &settings.dead_letter, msg, &error, attempts).await?;
         return Ok(Outcome::DeadLettered { attempts });
     }
 }

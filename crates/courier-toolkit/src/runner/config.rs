@@ -15,9 +15,10 @@ use crate::ToolkitError;
 /// promises, and what it costs.
 #[derive(Debug, Clone)]
 pub enum Guarantee {
-    /// Commit, then process: a message is processed at most once; one whose processing
-    /// fails or is interrupted by a crash is never seen again.
-    AtMostOnce,
+    /// Commit, then process, a batch at a time: a message is processed at most once; one
+    /// whose processing fails, or which a crash interrupted or had not reached yet in the
+    /// committed batch, is never seen again.
+    AtMostOnce(AtMostOnceSettings),
     /// Process, then commit: nothing is skipped; a crash redelivers what was processed but
     /// not yet committed.
     AtLeastOnce(AtLeastOnceSettings),
@@ -35,6 +36,11 @@ pub enum Guarantee {
 }
 
 impl Guarantee {
+    /// At-most-once with the default batch (up to 500 messages, 5 ms linger).
+    pub fn at_most_once() -> Self {
+        Self::AtMostOnce(AtMostOnceSettings::default())
+    }
+
     /// At-least-once with the default retries, dead-letter topic and commit cadence.
     pub fn at_least_once() -> Self {
         Self::AtLeastOnce(AtLeastOnceSettings::default())
@@ -49,6 +55,29 @@ impl Guarantee {
     /// Exactly-once Kafka-to-Kafka with the default batch and retries.
     pub fn exactly_once_kafka() -> Self {
         Self::ExactlyOnceKafka(ExactlyOnceKafkaSettings::default())
+    }
+}
+
+/// Settings of [`Guarantee::AtMostOnce`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtMostOnceSettings {
+    /// Most messages whose offsets are committed (in one synchronous commit) before their
+    /// handlers run. A crash loses at most one batch: its messages not yet processed are
+    /// committed, so never seen again. 1 commits each message before it is processed (the
+    /// smallest loss, one broker round trip and fsync per message).
+    pub batch_size: usize,
+    /// How long a batch waits for more messages once it has one (messages already fetched
+    /// are taken without waiting).
+    pub batch_linger: Duration,
+}
+
+impl Default for AtMostOnceSettings {
+    /// Batches of up to 500 messages lingering 5 ms.
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            batch_linger: Duration::from_millis(5),
+        }
     }
 }
 
@@ -94,16 +123,28 @@ pub struct ExactlyOnceDbSettings {
     /// lag monitoring (the runner positions partitions at the database's offsets); `None`
     /// never commits to Kafka.
     pub kafka_commit_interval: Option<Duration>,
+    /// Most messages applied in one database transaction: one commit (one fsync) for all of
+    /// them. If the batch's transaction fails it rolls back, and its messages are applied
+    /// again one per transaction (with the retries and dead letters above). 1 is a
+    /// transaction per message.
+    pub batch_size: usize,
+    /// How long a batch waits for more messages once it has one (messages already fetched
+    /// are taken without waiting). The database's write lock (SQLite) or the batch's key
+    /// locks (PostgreSQL) are held only while the batch is applied, not while it lingers.
+    pub batch_linger: Duration,
 }
 
 impl ExactlyOnceDbSettings {
-    /// `store` with default retries, `<topic>.dlq`, and Kafka commits every second.
+    /// `store` with default retries, `<topic>.dlq`, Kafka commits every second, and
+    /// batches of up to 500 messages lingering 5 ms.
     pub fn new(store: ProcessedStore) -> Self {
         Self {
             store,
             retry: RetryPolicy::default(),
             dead_letter: DeadLetterTopic::default(),
             kafka_commit_interval: Some(Duration::from_secs(1)),
+            batch_size: 500,
+            batch_linger: Duration::from_millis(5),
         }
     }
 }
@@ -275,7 +316,9 @@ impl RunnerConfig {
             Guarantee::AtLeastOnce(s) if s.commit_every == 0 => Err(ToolkitError::Config(
                 "commit_every must be at least 1".into(),
             )),
-            Guarantee::ExactlyOnceKafka(s) if s.batch_size == 0 => {
+            Guarantee::AtMostOnce(AtMostOnceSettings { batch_size: 0, .. })
+            | Guarantee::ExactlyOnceKafka(ExactlyOnceKafkaSettings { batch_size: 0, .. })
+            | Guarantee::ExactlyOnceDatabase(ExactlyOnceDbSettings { batch_size: 0, .. }) => {
                 Err(ToolkitError::Config("batch_size must be at least 1".into()))
             }
             _ => self.consumer_config().map(|_| ()),
@@ -289,10 +332,10 @@ mod tests {
 
     #[test]
     fn the_runner_keeps_commits_to_itself() {
-        let cfg = RunnerConfig::new("h:1", "g", &["t"], Guarantee::AtMostOnce)
+        let cfg = RunnerConfig::new("h:1", "g", &["t"], Guarantee::at_most_once())
             .consumer_set("enable.auto.commit", "true");
         assert!(matches!(cfg.validate(), Err(ToolkitError::Config(_))));
-        let ok = RunnerConfig::new("h:1", "g", &["t"], Guarantee::AtMostOnce)
+        let ok = RunnerConfig::new("h:1", "g", &["t"], Guarantee::at_most_once())
             .consumer_set("auto.offset.reset", "latest");
         let c = ok.consumer_config().expect("config");
         assert_eq!(c.get("auto.offset.reset"), Some("latest"));
@@ -319,7 +362,7 @@ mod tests {
 
     #[test]
     fn empty_topics_and_zero_batches_are_refused() {
-        let none = RunnerConfig::new("h:1", "g", &[], Guarantee::AtMostOnce);
+        let none = RunnerConfig::new("h:1", "g", &[], Guarantee::at_most_once());
         assert!(none.validate().is_err());
         let zero = RunnerConfig::new(
             "h:1",
@@ -331,5 +374,17 @@ mod tests {
             }),
         );
         assert!(zero.validate().is_err());
+        let zero = RunnerConfig::new(
+            "h:1",
+            "g",
+            &["t"],
+            Guarantee::AtMostOnce(AtMostOnceSettings {
+                batch_size: 0,
+                ..Default::default()
+            }),
+        );
+        assert!(
+            matches!(zero.validate(), Err(ToolkitError::Config(m)) if m.contains("batch_size"))
+        );
     }
 }

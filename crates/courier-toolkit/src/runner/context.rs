@@ -324,13 +324,67 @@ pub(crate) async fn next_message(
         }
         Some(Ok(m)) => {
             let msg = super::handler::Message::from_kafka(&m, keys);
-            let span = tracing::debug_span!(
-                "message",
-                topic = %msg.topic,
-                partition = msg.partition,
-                offset = msg.offset
-            );
+            let span = message_span(&msg);
             Next::Message(msg, span)
         }
+    }
+}
+
+/// The tracing span of handling `msg`.
+pub(crate) fn message_span(msg: &super::handler::Message) -> tracing::Span {
+    tracing::debug_span!(
+        "message",
+        topic = %msg.topic,
+        partition = msg.partition,
+        offset = msg.offset
+    )
+}
+
+/// What waiting for the next batch gave.
+pub(crate) enum NextBatch {
+    /// The shutdown future resolved before a first message came.
+    Shutdown,
+    /// No first message within the wait (or the consumer reported an error, logged).
+    Idle,
+    /// One or more messages, in the order the consumer returned them.
+    Messages {
+        /// The batch.
+        messages: Vec<super::handler::Message>,
+        /// The assignment changed after the first message arrived: the batch may hold
+        /// messages of partitions revoked since (and, if they were assigned again, the
+        /// consumer restarted them at their committed offsets).
+        rebalanced: bool,
+    },
+}
+
+/// Waits for a first message as [`next_message`] does, then takes more until the batch
+/// holds `size` or `linger` has passed (messages already fetched are taken even when the
+/// linger is over). Shutdown is watched only during the first wait: the linger is short.
+pub(crate) async fn next_batch(
+    consumer: &RunnerConsumer,
+    keys: &crate::keys::KeyExtractor,
+    wait: Option<std::time::Duration>,
+    (size, linger): (usize, std::time::Duration),
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> NextBatch {
+    let first = match next_message(consumer, keys, wait, shutdown).await {
+        Next::Shutdown => return NextBatch::Shutdown,
+        Next::Idle => return NextBatch::Idle,
+        Next::Message(msg, _span) => msg,
+    };
+    let generation = consumer.context().state.generation();
+    let mut messages = vec![first];
+    let deadline = tokio::time::Instant::now() + linger;
+    while messages.len() < size {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Err(_linger_over) => break,
+            Ok(Ok(m)) => messages.push(super::handler::Message::from_kafka(&m, keys)),
+            Ok(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+        }
+    }
+    let rebalanced = consumer.context().state.generation() != generation;
+    NextBatch::Messages {
+        messages,
+        rebalanced,
     }
 }

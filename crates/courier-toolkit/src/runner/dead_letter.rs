@@ -14,7 +14,8 @@
 //! Its key is the original key, so dead letters of one key stay in order in one partition of
 //! the dead-letter topic.
 
-use crate::producer::ProducerRecord;
+use crate::producer::{ProducerRecord, SafeProducer};
+use crate::ToolkitError;
 
 use super::handler::{HandlerError, Message};
 
@@ -79,6 +80,30 @@ pub fn dead_letter(
         headers,
         partition: None,
     }
+}
+
+/// Sends the dead letter of `msg` (see [`dead_letter`]) to `dlq` and waits for the broker's
+/// acknowledgement; a failure is [`ToolkitError::DeadLetter`].
+pub(crate) async fn send_dead_letter(
+    producer: &SafeProducer,
+    dlq: &DeadLetterTopic,
+    msg: &Message,
+    error: &HandlerError,
+    attempts: u32,
+) -> Result<(), ToolkitError> {
+    let letter = dead_letter(dlq, msg, error, attempts);
+    tracing::warn!(attempts, error = %error.message, dlq = %letter.topic, "dead-lettering");
+    producer
+        .send(&letter)
+        .await
+        .map_err(|e| ToolkitError::DeadLetter {
+            source_topic: msg.topic.clone(),
+            partition: msg.partition,
+            offset: msg.offset,
+            dlq: letter.topic.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]

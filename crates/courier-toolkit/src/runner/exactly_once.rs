@@ -34,7 +34,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::Offset;
 
 use super::config::{ExactlyOnceKafkaSettings, RunnerConfig};
-use super::context::{self, offsets_list, LiveGuard, RunnerConsumer};
+use super::context::{self, offsets_list, LiveGuard, NextBatch, RunnerConsumer};
 use super::dead_letter::dead_letter;
 use super::handler::{Handler, HandlerError, Message};
 use super::RunStats;
@@ -135,27 +135,16 @@ impl<H: Handler> Loop<'_, H> {
         &mut self,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> Option<Vec<Message>> {
-        let mut batch = Vec::new();
-        let first = loop {
-            tokio::select! {
-                biased;
-                () = &mut *shutdown => return None,
-                r = self.consumer.recv() => match r {
-                    Ok(m) => break Message::from_kafka(&m, &self.cfg.keys),
-                    Err(e) => tracing::warn!(error = %e, "consumer error"),
-                },
-            }
-        };
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + self.settings.batch_linger;
-        while batch.len() < self.settings.batch_size {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Err(_linger_over) => break,
-                Ok(Ok(m)) => batch.push(Message::from_kafka(&m, &self.cfg.keys)),
-                Ok(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+        let limits = (self.settings.batch_size, self.settings.batch_linger);
+        loop {
+            match context::next_batch(&self.consumer, &self.cfg.keys, None, limits, shutdown).await
+            {
+                NextBatch::Shutdown => return None,
+                NextBatch::Idle => continue,
+                // A rebalance is checked by the caller, over the whole collection.
+                NextBatch::Messages { messages, .. } => return Some(messages),
             }
         }
-        Some(batch)
     }
 
     /// Runs one transaction over `batch`. Returns a backoff to wait before the next batch

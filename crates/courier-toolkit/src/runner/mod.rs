@@ -5,19 +5,21 @@
 //!
 //! | Guarantee | Commits | A handler failure | After a crash |
 //! |---|---|---|---|
-//! | [`AtMostOnce`](Guarantee::AtMostOnce) | each message's offset, synchronously, before the handler runs | logged; the message is gone | the message being processed (committed, not processed) is never seen again |
+//! | [`AtMostOnce`](Guarantee::AtMostOnce) | a batch's offsets (up to `batch_size` messages, collected for up to `batch_linger`), synchronously, before the handler runs on any of them | logged; the message is gone | at most the batch being processed is lost: its messages not yet processed (committed, not processed) are never seen again; nothing is processed twice |
 //! | [`AtLeastOnce`](Guarantee::AtLeastOnce) | after the handler succeeded (and its outputs were acknowledged), every `commit_every` messages or `commit_interval` | retried with exponential backoff and full jitter; after the last attempt, or at once on a permanent error, dead-lettered, then committed | what was processed since the last commit is delivered again; nothing is skipped |
 //! | [`ExactlyOnceKafka`](Guarantee::ExactlyOnceKafka) | in the transaction that writes the outputs | the batch is aborted and read again; dead-lettered in the transaction after the last attempt | the open transaction is aborted; `read_committed` readers see every input's outputs once |
-//! | [`ExactlyOnceDatabase`](Guarantee::ExactlyOnceDatabase) | in the database: the effect, the idempotency key and the next offset in one transaction per message ([`Runner::new_db`], a [`DbHandler`]); Kafka offsets only asynchronously, for lag monitoring | the transaction rolls back (nothing recorded) and is retried with backoff and jitter; after the last attempt, or at once on a permanent error, dead-lettered, then recorded as processed with an empty effect | partitions start at the database's offsets: only a message whose transaction did not commit is delivered again; a key seen before (a re-sent record) is skipped |
+//! | [`ExactlyOnceDatabase`](Guarantee::ExactlyOnceDatabase) | in the database: the effects, the idempotency keys and the next offsets of a batch (up to `batch_size` messages, collected for up to `batch_linger`) in one transaction per batch ([`Runner::new_db`], a [`DbHandler`]); Kafka offsets only asynchronously, for lag monitoring | the batch's transaction rolls back (nothing of it recorded) and its messages are applied again one transaction each: a failing one is retried with backoff and jitter; after the last attempt, or at once on a permanent error, dead-lettered, then recorded as processed with an empty effect | partitions start at the database's offsets: only a message whose transaction did not commit is delivered again; a key seen before (a re-sent record) is skipped |
 //!
-//! Messages are handled one at a time (one batch at a time for exactly-once), in the order
-//! the consumer returns them, so each partition's messages are handled in offset order.
+//! Messages are handled one at a time (at-most-once and exactly-once: one batch at a time,
+//! and its messages one at a time), in the order the consumer returns them, so each
+//! partition's messages are handled in offset order.
 //!
 //! # Stopping and crashing
 //!
 //! [`Runner::run_until`] returns when its `shutdown` future resolves: a clean stop, which
-//! commits what was processed (at-least-once) or finishes the current transaction
-//! (exactly-once) before leaving the group. **Dropping** the `run_until` future instead is a
+//! commits what was processed (at-least-once), finishes the batch it committed
+//! (at-most-once) or finishes the current transaction (exactly-once) before leaving the
+//! group. **Dropping** the `run_until` future instead is a
 //! crash as far as the guarantee goes: nothing more is committed (the consumer still leaves
 //! the group, so its partitions move on at once rather than after the session timeout).
 //!
@@ -26,18 +28,25 @@
 //! Rebalance callbacks run while the runner waits for the next message, never while a
 //! handler runs. On revoke, at-least-once **commits** the processed offsets of the revoked
 //! partitions before handing them over (if that commit fails, the next owner redelivers
-//! them); there is no in-flight work to finish or drop. Exactly-once discards a batch that
-//! was being collected when the assignment changed and reads it again.
+//! them); there is no in-flight work to finish or drop. At-most-once and exactly-once
+//! Kafka-to-Kafka discard a batch that was being collected when the assignment changed and
+//! read it again; exactly-once into a database applies it (its keys make any message that
+//! the partition's next owner also processes a duplicate).
 //!
 //! # Exactly-once into a database
 //!
 //! [`Guarantee::ExactlyOnceDatabase`] carries the [`ProcessedStore`](crate::store::ProcessedStore)
 //! ([`ExactlyOnceDbSettings`]) and runs a [`DbHandler`] built with [`Runner::new_db`]. Each
-//! message goes through [`ProcessedStore::process`](crate::store::ProcessedStore::process):
-//! the handler's effect runs on the store's transaction, which also completes the message's
-//! idempotency key (from [`RunnerConfig::keys`]: the `idempotency-key` header by default,
-//! else the message's topic/partition/offset) and moves the group's next offset for the
-//! partition past it; a key completed before skips the effect ([`RunStats::duplicates`]).
+//! batch goes through
+//! [`ProcessedStore::process_batch`](crate::store::ProcessedStore::process_batch), one
+//! database transaction (one fsync) for the batch: each message's effect (the handler) runs
+//! on the store's transaction, which also completes the message's idempotency key (from
+//! [`RunnerConfig::keys`]: the `idempotency-key` header by default, else the message's
+//! topic/partition/offset) and moves the group's next offset for each partition past the
+//! batch; a key completed before skips the effect ([`RunStats::duplicates`]). A batch that
+//! fails is rolled back and applied again one message per transaction
+//! ([`ProcessedStore::process`](crate::store::ProcessedStore::process)), with the retries
+//! and dead letters.
 //!
 //! The database's offsets are the source of truth: the consumer's rebalance callback reads
 //! them from the store on every assignment and assigns each partition at its stored offset
@@ -53,7 +62,7 @@
 //! `<group id>-<instance id>`. Starting a producer with a transactional id *fences* every
 //! older producer with the same id (zombie fencing): the old one's open transaction is
 //! aborted and its next transactional call fails fatally, which ends its runner with
-//! [`ToolkitError::TransactionFatal`](crate::ToolkitError::TransactionFatal). Hence **one
+//! [`ToolkitError::TransactionFatal`]. Hence **one
 //! transactional id per running instance**: give every instance of a group its own
 //! `instance_id`, and keep it across restarts so that a restarted instance fences its own
 //! zombie. Two live instances sharing an id keep fencing each other. Offsets are committed
@@ -79,7 +88,8 @@ use std::future::Future;
 
 pub use backoff::RetryPolicy;
 pub use config::{
-    AtLeastOnceSettings, ExactlyOnceDbSettings, ExactlyOnceKafkaSettings, Guarantee, RunnerConfig,
+    AtLeastOnceSettings, AtMostOnceSettings, ExactlyOnceDbSettings, ExactlyOnceKafkaSettings,
+    Guarantee, RunnerConfig,
 };
 pub use dead_letter::DeadLetterTopic;
 pub use handler::{
@@ -108,6 +118,20 @@ pub struct RunStats {
     /// Exactly-once into a database: messages whose idempotency key was completed before,
     /// so their effect was skipped.
     pub duplicates: u64,
+}
+
+impl RunStats {
+    /// Counts a message the handler processed after `retries` retries.
+    fn count_processed(&mut self, retries: u32) {
+        self.processed += 1;
+        self.retries += u64::from(retries);
+    }
+
+    /// Counts a message dead-lettered after `attempts` attempts.
+    fn count_dead_lettered(&mut self, attempts: u32) {
+        self.dead_lettered += 1;
+        self.retries += u64::from(attempts.saturating_sub(1));
+    }
 }
 
 /// A consumer group member that feeds messages to a [`Handler`] with a [`Guarantee`].
@@ -158,7 +182,7 @@ impl<H: Handler> Runner<H> {
         let cfg = &self.config;
         let h = &self.handler;
         match &cfg.guarantee {
-            Guarantee::AtMostOnce => at_most_once::run(cfg, h, shutdown).await,
+            Guarantee::AtMostOnce(s) => at_most_once::run(cfg, s, h, shutdown).await,
             Guarantee::AtLeastOnce(s) => at_least_once::run(cfg, s, h, shutdown).await,
             Guarantee::ExactlyOnceKafka(s) => exactly_once::run(cfg, s, h, shutdown).await,
             Guarantee::ExactlyOnceDatabase(_) => Err(ToolkitError::Config(

@@ -3,9 +3,11 @@
 //! A consumer that writes its effects to a database gets exactly-once by putting three things
 //! in **one database transaction**: the handler's effect, the message's idempotency key, and
 //! the group's next offset for the message's partition. [`ProcessedStore::process`] does
-//! that. On assignment the runner seeks to [`ProcessedStore::committed_offsets`], not to the
-//! offsets committed in Kafka, so a message is redelivered only if its transaction did not
-//! commit, and then nothing of it was kept; a message delivered again anyway (a producer
+//! that for one message, [`ProcessedStore::process_batch`] for many in one transaction (one
+//! commit, so one fsync, for the whole batch). On assignment the runner seeks to
+//! [`ProcessedStore::committed_offsets`], not to the offsets committed in Kafka, so a
+//! message is redelivered only if its transaction did not commit, and then nothing of it was
+//! kept; a message delivered again anyway (a producer
 //! that retried a send as a new record, a rebalance race) carries a key the store has seen,
 //! and its effect is skipped.
 //!
@@ -16,10 +18,12 @@
 //! Idempotency keys are scoped by consumer group: two groups that share a database and see
 //! the same message each apply their own effect once.
 //!
-//! Module map: [`value`] is the value type, [`tx`] the transaction handle effects run on,
-//! [`schema`] the tables and the SQL, `sqlite` and `postgres` the two connections.
+//! Module map: `process` is processing messages (one or a batch per transaction), [`value`]
+//! the value type, [`tx`] the transaction handle effects run on, [`schema`] the tables and
+//! the SQL, `sqlite` and `postgres` the two connections.
 
 mod postgres;
+mod process;
 pub mod schema;
 mod sqlite;
 pub mod tx;
@@ -31,49 +35,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use process::{Outcome, ProcessRequest};
 pub use schema::Backend;
 pub use sqlite::BUSY_TIMEOUT as SQLITE_BUSY_TIMEOUT;
 pub use tx::Tx;
 pub use value::{Row, SqlValue};
 
-use tracing::Instrument;
-
 use crate::ToolkitError;
 use postgres::PgDb;
 use sqlite::SqliteDb;
 use tx::Conn;
-
-/// The message being processed: who consumes it, where it is, and its idempotency key.
-#[derive(Debug, Clone, Copy)]
-pub struct ProcessRequest<'a> {
-    /// The consumer group.
-    pub group: &'a str,
-    /// The message's topic.
-    pub topic: &'a str,
-    /// The message's partition.
-    pub partition: i32,
-    /// The message's offset; the group's next offset becomes `offset + 1`.
-    pub offset: i64,
-    /// The message's idempotency key (from a header or a function of the message); any
-    /// bytes.
-    pub idempotency_key: &'a [u8],
-}
-
-/// What [`ProcessedStore::process`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The effect ran and committed, with the key and the offset.
-    Applied {
-        /// What the effect returned; stored with the key.
-        result: Vec<u8>,
-    },
-    /// The key was completed before: the effect was skipped (the offset still moved past
-    /// the message).
-    Duplicate {
-        /// What the effect returned the first time.
-        stored_result: Vec<u8>,
-    },
-}
 
 /// The state of an idempotency key's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,78 +150,6 @@ impl ProcessedStore {
                 Err(e)
             }
         }
-    }
-
-    /// Processes one message exactly once, in one database transaction:
-    ///
-    /// - if the key's record is completed, the effect is skipped and
-    ///   [`Outcome::Duplicate`] carries the stored result;
-    /// - otherwise the key is claimed (in progress), `effect` runs on the transaction and
-    ///   returns the result to store, and the key is stored completed with it;
-    /// - either way the group's next offset for the partition moves forward to `offset + 1`
-    ///   (never back), and the transaction commits.
-    ///
-    /// If `effect` fails (or any statement does), the transaction rolls back: no effect, no
-    /// key, no offset; the error is returned and the message can be processed again.
-    /// Concurrent calls for the same key, from any number of handles or machines, apply the
-    /// effect once: the second waits for the first's transaction to end.
-    pub async fn process<F, Fut>(
-        &self,
-        req: &ProcessRequest<'_>,
-        effect: F,
-    ) -> Result<Outcome, ToolkitError>
-    where
-        F: FnOnce(Tx) -> Fut + Send,
-        Fut: Future<Output = Result<Vec<u8>, ToolkitError>> + Send,
-    {
-        let backend = self.backend();
-        let span = tracing::debug_span!(
-            "process",
-            group = req.group,
-            topic = req.topic,
-            partition = req.partition,
-            offset = req.offset,
-            key = %String::from_utf8_lossy(req.idempotency_key)
-        );
-        let work = self.transaction(|tx| async move {
-            let now = now_ms(SystemTime::now());
-            let key_params = [
-                req.group.into(),
-                req.idempotency_key.into(),
-                req.topic.into(),
-                req.partition.into(),
-                req.offset.into(),
-                now.into(),
-            ];
-            let claimed = tx.execute(schema::CLAIM_KEY, &key_params).await?;
-            if claimed == 0 {
-                let rows = tx
-                    .query(schema::lock_key(backend), &key_params[..2])
-                    .await?;
-                let row = rows.first().ok_or_else(|| {
-                    ToolkitError::Database("a key's record vanished while claiming it".into())
-                })?;
-                if parse_state(&row[0])? == KeyState::Completed {
-                    advance_offset(&tx, backend, req, now).await?;
-                    let stored_result = row[1].as_bytes().map(<[u8]>::to_vec);
-                    return Ok(Outcome::Duplicate {
-                        stored_result: stored_result.unwrap_or_default(),
-                    });
-                }
-                tx.execute(schema::RECLAIM_KEY, &key_params).await?;
-            }
-            let result = effect(tx.clone()).await?;
-            let complete = [
-                req.group.into(),
-                req.idempotency_key.into(),
-                result.clone().into(),
-                now.into(),
-            ];
-            tx.execute(schema::COMPLETE_KEY, &complete).await?;
-            advance_offset(&tx, backend, req, now).await?;
-            Ok(Outcome::Applied { result })
-        });
-        work.instrument(span).await
     }
 
     /// The group's next offset per partition of `topic`: where a runner seeks on assignment.
@@ -375,24 +274,6 @@ impl ProcessedStore {
         })
         .await
     }
-}
-
-/// Moves the request's partition offset forward to `offset + 1`.
-async fn advance_offset(
-    tx: &Tx,
-    backend: Backend,
-    req: &ProcessRequest<'_>,
-    now: i64,
-) -> Result<(), ToolkitError> {
-    let params = [
-        req.group.into(),
-        req.topic.into(),
-        req.partition.into(),
-        (req.offset + 1).into(),
-        now.into(),
-    ];
-    tx.execute(schema::advance_offset(backend), &params).await?;
-    Ok(())
 }
 
 /// Milliseconds since the Unix epoch (0 before it).

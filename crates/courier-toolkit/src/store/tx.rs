@@ -60,6 +60,30 @@ enum Output {
     Rows(Vec<Row>),
 }
 
+impl Output {
+    /// The count of a statement run for one ([`Tx::run`] returns what it was asked for).
+    fn count(self) -> u64 {
+        match self {
+            Output::Count(n) => n,
+            Output::Rows(_) => unreachable!("run returns what it was asked for"),
+        }
+    }
+
+    /// The rows of a query.
+    fn rows(self) -> Vec<Row> {
+        match self {
+            Output::Rows(rows) => rows,
+            Output::Count(_) => unreachable!("run returns what it was asked for"),
+        }
+    }
+}
+
+/// Statements to run in one go: SQL and parameters each.
+pub(crate) type Statements = Vec<(String, Vec<SqlValue>)>;
+
+/// The position of the statement that failed, and why.
+pub(crate) type StatementFailed = (usize, ToolkitError);
+
 impl Tx {
     /// Wraps a connection on which `BEGIN` succeeded.
     pub(crate) fn new(conn: Conn) -> Self {
@@ -84,57 +108,104 @@ impl Tx {
     /// Runs a statement that returns no rows; the number of rows it inserted, updated or
     /// deleted.
     pub async fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, ToolkitError> {
-        match self.run(sql, params, false).await? {
-            Output::Count(n) => Ok(n),
-            Output::Rows(_) => unreachable!("run returns what it was asked for"),
-        }
+        let statement = vec![(sql.to_owned(), params.to_vec())];
+        let counts = self.execute_all(statement).await.map_err(|(_, e)| e)?;
+        Ok(counts.into_iter().next().unwrap_or_default())
     }
 
     /// Runs a query; every row it returns, columns in `SELECT` order.
     pub async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, ToolkitError> {
-        match self.run(sql, params, true).await? {
-            Output::Rows(rows) => Ok(rows),
-            Output::Count(_) => unreachable!("run returns what it was asked for"),
-        }
+        let statement = vec![(sql.to_owned(), params.to_vec())];
+        let results = self.query_all(statement).await.map_err(|(_, e)| e)?;
+        Ok(results.into_iter().next().unwrap_or_default())
+    }
+
+    /// Runs statements that return no rows, in order, stopping at the first that fails; the
+    /// number of rows each changed. On SQLite they run in one blocking call (where that
+    /// means a hand-off to the blocking pool, one for all of them rather than one each).
+    pub(crate) async fn execute_all(
+        &self,
+        statements: Statements,
+    ) -> Result<Vec<u64>, StatementFailed> {
+        let outputs = self.run(statements, false).await?;
+        Ok(outputs.into_iter().map(Output::count).collect())
+    }
+
+    /// Runs queries as [`execute_all`](Self::execute_all) runs statements; the rows of each.
+    pub(crate) async fn query_all(
+        &self,
+        statements: Statements,
+    ) -> Result<Vec<Vec<Row>>, StatementFailed> {
+        let outputs = self.run(statements, true).await?;
+        Ok(outputs.into_iter().map(Output::rows).collect())
+    }
+
+    /// The first statement failure that doomed this transaction, if one did.
+    pub(crate) async fn failure(&self) -> Option<String> {
+        self.state.lock().await.failed.clone()
     }
 
     async fn run(
         &self,
-        sql: &str,
-        params: &[SqlValue],
+        statements: Statements,
         rows: bool,
-    ) -> Result<Output, ToolkitError> {
+    ) -> Result<Vec<Output>, StatementFailed> {
+        if statements.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut state = self.state.lock().await;
         if let Some(first) = &state.failed {
-            return Err(ToolkitError::Database(format!(
-                "an earlier statement in this transaction failed: {first}"
-            )));
+            return Err((
+                0,
+                ToolkitError::Database(format!(
+                    "an earlier statement in this transaction failed: {first}"
+                )),
+            ));
         }
-        let conn = state.conn.take().ok_or_else(closed)?;
+        let conn = state.conn.take().ok_or_else(|| (0, closed()))?;
         let (conn, res) = match conn {
             Conn::Sqlite(c) => {
-                let (sql, params) = (sql.to_owned(), params.to_vec());
-                let (c, res) = sqlite::with_conn(c, move |c| {
-                    if rows {
-                        sqlite::query(c, &sql, &params).map(Output::Rows)
-                    } else {
-                        sqlite::execute(c, &sql, &params).map(Output::Count)
+                let (c, res) = sqlite::with_conn_in_tx(c, move |c| {
+                    let mut out = Vec::with_capacity(statements.len());
+                    for (i, (sql, params)) in statements.iter().enumerate() {
+                        let done = if rows {
+                            sqlite::query(c, sql, params).map(Output::Rows)
+                        } else {
+                            sqlite::execute(c, sql, params).map(Output::Count)
+                        };
+                        match done {
+                            Ok(o) => out.push(o),
+                            Err(e) => return Ok(Err((i, e))),
+                        }
                     }
+                    Ok(Ok(out))
                 })
-                .await?;
-                (Conn::Sqlite(c), res)
+                .await
+                .map_err(|e| (0, e))?;
+                (Conn::Sqlite(c), res.unwrap_or_else(|e| Err((0, e))))
             }
             Conn::Postgres(mut c) => {
-                let res = if rows {
-                    c.query(sql, params).await.map(Output::Rows)
-                } else {
-                    c.execute(sql, params).await.map(Output::Count)
-                };
-                (Conn::Postgres(c), res)
+                let mut out = Vec::with_capacity(statements.len());
+                let mut failed = None;
+                for (i, (sql, params)) in statements.iter().enumerate() {
+                    let done = if rows {
+                        c.query(sql, params).await.map(Output::Rows)
+                    } else {
+                        c.execute(sql, params).await.map(Output::Count)
+                    };
+                    match done {
+                        Ok(o) => out.push(o),
+                        Err(e) => {
+                            failed = Some((i, e));
+                            break;
+                        }
+                    }
+                }
+                (Conn::Postgres(c), failed.map_or(Ok(out), Err))
             }
         };
         state.conn = Some(conn);
-        if let Err(e) = &res {
+        if let Err((_, e)) = &res {
             state.failed.get_or_insert_with(|| e.to_string());
         }
         res

@@ -12,7 +12,7 @@ mod postgres_server;
 
 use std::sync::Arc;
 
-use courier_toolkit::store::{Backend, ProcessRequest, ProcessedStore, SqlValue, Tx};
+use courier_toolkit::store::{Backend, KeyRecord, ProcessRequest, ProcessedStore, SqlValue, Tx};
 use courier_toolkit::ToolkitError;
 use postgres_server::PgServer;
 
@@ -147,4 +147,13 @@ pub async fn offsets(store: &ProcessedStore) -> Vec<(i32, i64)> {
         .await
         .expect("offsets");
     map.into_iter().collect()
+}
+
+/// The record of `key` in [`GROUP`], which must exist.
+pub async fn record(store: &ProcessedStore, key: &str) -> KeyRecord {
+    store
+        .key_state(GROUP, key)
+        .await
+        .expect("read the key")
+        .unwrap_or_else(|| panic!("{key} has no record"))
 }
