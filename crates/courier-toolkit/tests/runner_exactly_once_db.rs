@@ -22,8 +22,8 @@ use broker::{committed, create_topic, read_all, Broker, RunnerTask};
 use courier_toolkit::producer::{ProducerConfig, ProducerRecord, SafeProducer};
 use courier_toolkit::runner::dead_letter::{HEADER_ATTEMPTS, HEADER_ERROR};
 use courier_toolkit::runner::{
-    db_handler_fn, ExactlyOnceDbSettings, Guarantee, HandlerError, Message, RetryPolicy, Runner,
-    RunnerConfig,
+    db_handler_fn, ExactlyOnceDbSettings, Guarantee, HandlerError, Message, PruneSettings,
+    RetryPolicy, Runner, RunnerConfig,
 };
 use courier_toolkit::store::{KeyState, ProcessedStore, Tx};
 use rdkafka::config::ClientConfig;
@@ -36,6 +36,7 @@ suite!(
     assignment_starts_at_the_database_offsets_not_kafkas,
     failures_roll_back_retry_then_dead_letter_and_move_the_offset,
     a_poison_message_rolls_back_its_batch_and_alone_is_dead_lettered,
+    the_runner_prunes_keys_below_the_offsets_and_past_the_retention_only,
 );
 
 /// The business table: deliberately without a unique key, so a double application shows.
@@ -505,4 +506,85 @@ async fn the_database_guarantee_needs_a_db_handler_and_vice_versa() {
         Runner::new_db(alo, db()),
         Err(courier_toolkit::ToolkitError::Config(_))
     ));
+}
+
+/// A ledger runner pruning every 100 ms with `retention`.
+fn pruning_runner(bootstrap: &str, store: ProcessedStore, retention: Duration) -> RunnerTask {
+    let settings = ExactlyOnceDbSettings {
+        prune: Some(PruneSettings {
+            every: Duration::from_millis(100),
+            retention,
+        }),
+        ..settings(store, false)
+    };
+    let cfg = RunnerConfig::new(
+        bootstrap,
+        GROUP,
+        &[TOPIC],
+        Guarantee::ExactlyOnceDatabase(settings),
+    )
+    .consumer_set("session.timeout.ms", "6000");
+    let handler = db_handler_fn(|m: Message, tx: Tx| async move {
+        let order = String::from_utf8(m.value.clone().unwrap_or_default())
+            .map_err(HandlerError::permanent)?;
+        insert_ledger(&tx, &order, &m).await?;
+        Ok(Vec::new())
+    });
+    RunnerTask::spawn_db(Runner::new_db(cfg, handler).expect("runner"))
+}
+
+async fn the_runner_prunes_keys_below_the_offsets_and_past_the_retention_only(db: TestDb) {
+    let b = Broker::start();
+    let bootstrap = b.bootstrap();
+    create_topic(&bootstrap, TOPIC, 1).await;
+    let check = db.open().await;
+    create_ledger(&check).await;
+    produce(&bootstrap, 1..=5).await;
+
+    // A retention of an hour: several prune passes, every key kept (they are below the
+    // stored offset, but a resend could still come).
+    let running = pruning_runner(&bootstrap, db.open().await, Duration::from_secs(3600));
+    wait_offsets(&check, &[(0, 5)], "5 messages applied").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = running.stop().await;
+    assert_eq!(stats.keys_pruned, 0);
+    for i in 1..=5 {
+        let key = check
+            .key_state(GROUP, format!("order-{i}"))
+            .await
+            .expect("read");
+        assert_eq!(
+            key.map(|k| k.state),
+            Some(KeyState::Completed),
+            "order-{i} kept"
+        );
+    }
+
+    // No retention: the runner deletes them in the background, and only them.
+    let running = pruning_runner(&bootstrap, db.open().await, Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while check
+        .key_state(GROUP, "order-5")
+        .await
+        .expect("read")
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "keys were not pruned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = running.stop().await;
+    assert_eq!(stats.keys_pruned, 5);
+    for i in 1..=5 {
+        let key = check
+            .key_state(GROUP, format!("order-{i}"))
+            .await
+            .expect("read");
+        assert!(key.is_none(), "order-{i} pruned");
+    }
+    assert_eq!(
+        ledger_rows(&check).await,
+        5,
+        "pruning keys leaves the effects alone"
+    );
+    assert_eq!(offsets(&check).await, [(0, 5)]);
 }

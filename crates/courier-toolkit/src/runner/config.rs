@@ -132,11 +132,36 @@ pub struct ExactlyOnceDbSettings {
     /// are taken without waiting). The database's write lock (SQLite) or the batch's key
     /// locks (PostgreSQL) are held only while the batch is applied, not while it lingers.
     pub batch_linger: Duration,
+    /// Deletes the group's key records that no redelivery can reach any more, from the run
+    /// loop (see [`ProcessedStore::prune`]); `None` never prunes.
+    pub prune: Option<PruneSettings>,
+}
+
+/// When [`Guarantee::ExactlyOnceDatabase`] prunes its key records: every `every`, those
+/// below the group's stored offsets that completed more than `retention` ago (the window in
+/// which a producer's resend of a message as a new record is still recognised).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneSettings {
+    /// How often to prune.
+    pub every: Duration,
+    /// How long a completed key is kept after it completed, whatever the offsets say.
+    pub retention: Duration,
+}
+
+impl Default for PruneSettings {
+    /// Every 10 minutes, keys older than 7 days (Kafka's default log retention: a resend
+    /// can come from no further back than the log keeps).
+    fn default() -> Self {
+        Self {
+            every: Duration::from_secs(600),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 impl ExactlyOnceDbSettings {
-    /// `store` with default retries, `<topic>.dlq`, Kafka commits every second, and
-    /// batches of up to 500 messages lingering 5 ms.
+    /// `store` with default retries, `<topic>.dlq`, Kafka commits every second, batches of
+    /// up to 500 messages lingering 5 ms, and [`PruneSettings::default`].
     pub fn new(store: ProcessedStore) -> Self {
         Self {
             store,
@@ -145,6 +170,7 @@ impl ExactlyOnceDbSettings {
             kafka_commit_interval: Some(Duration::from_secs(1)),
             batch_size: 500,
             batch_linger: Duration::from_millis(5),
+            prune: Some(PruneSettings::default()),
         }
     }
 }

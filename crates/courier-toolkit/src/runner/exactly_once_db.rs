@@ -38,7 +38,7 @@ use rand::SeedableRng;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tracing::Instrument;
 
-use super::config::{ExactlyOnceDbSettings, RunnerConfig};
+use super::config::{ExactlyOnceDbSettings, PruneSettings, RunnerConfig};
 use super::context::{self, LiveGuard, NextBatch, StoredPositions};
 use super::dead_letter::send_dead_letter;
 use super::handler::{DbHandler, HandlerError, Message};
@@ -115,7 +115,14 @@ pub(super) async fn run<D: DbHandler>(
     let mut stats = RunStats::default();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_commit = Instant::now();
+    let mut last_prune = Instant::now();
     loop {
+        if let Some(p) = settings.prune {
+            if last_prune.elapsed() >= p.every {
+                prune(cfg, settings, p, &mut stats).await;
+                last_prune = Instant::now();
+            }
+        }
         if let Some(every) = settings.kafka_commit_interval {
             if last_commit.elapsed() >= every {
                 state.commit_pending_async(&consumer);
@@ -155,6 +162,32 @@ pub(super) async fn run<D: DbHandler>(
         }
     }
     Ok(stats)
+}
+
+/// Deletes the group's key records that no redelivery can reach any more. A failure is
+/// logged and tried again next time: the records only take room meanwhile.
+async fn prune(
+    cfg: &RunnerConfig,
+    settings: &ExactlyOnceDbSettings,
+    p: PruneSettings,
+    stats: &mut RunStats,
+) {
+    match settings
+        .store
+        .prune(&cfg.group_id, p.retention, std::time::SystemTime::now())
+        .await
+    {
+        Ok(n) => {
+            stats.keys_pruned += n;
+            if n > 0 {
+                tracing::info!(
+                    pruned = n,
+                    "pruned idempotency keys no redelivery can reach"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed; trying again later"),
+    }
 }
 
 /// Adds `outcome` to `stats`; false for an interruption.

@@ -48,6 +48,10 @@
 //! ([`ProcessedStore::process`](crate::store::ProcessedStore::process)), with the retries
 //! and dead letters.
 //!
+//! Key records are pruned in the background ([`PruneSettings`], on by default): only those
+//! below the partition's stored offset (no redelivery can reach them) that completed more
+//! than a retention ago (a resend as a new record is recognised for that long).
+//!
 //! The database's offsets are the source of truth: the consumer's rebalance callback reads
 //! them from the store on every assignment and assigns each partition at its stored offset
 //! (a partition the database has none for starts at the group's Kafka offset, which the
@@ -89,7 +93,7 @@ use std::future::Future;
 pub use backoff::RetryPolicy;
 pub use config::{
     AtLeastOnceSettings, AtMostOnceSettings, ExactlyOnceDbSettings, ExactlyOnceKafkaSettings,
-    Guarantee, RunnerConfig,
+    Guarantee, PruneSettings, RunnerConfig,
 };
 pub use dead_letter::DeadLetterTopic;
 pub use handler::{
@@ -118,6 +122,9 @@ pub struct RunStats {
     /// Exactly-once into a database: messages whose idempotency key was completed before,
     /// so their effect was skipped.
     pub duplicates: u64,
+    /// Exactly-once into a database: key records pruned (see
+    /// [`PruneSettings`]).
+    pub keys_pruned: u64,
 }
 
 impl RunStats {
