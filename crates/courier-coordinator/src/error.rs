@@ -56,4 +56,12 @@ pub enum CoordinatorError {
     /// Commit metadata longer than allowed.
     #[error("offset metadata too large")]
     OffsetMetadataTooLarge,
+    /// A share-group acknowledgement of a record the member does not hold (not acquired, or
+    /// acquired by another member, or outside the in-flight window); nothing was changed.
+    #[error("invalid record state")]
+    InvalidRecordState,
+    /// A persisted share-group state record that does not decode (corrupt or from a newer
+    /// broker); the field says what was wrong.
+    #[error("corrupt share-group state record: {0}")]
+    CorruptShareState(&'static str),
 }

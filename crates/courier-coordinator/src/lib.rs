@@ -10,6 +10,9 @@
 //!   `uniform` and `range` assignors and revoke-before-assign reconciliation.
 //! - [`txn`]: the transaction coordinator (InitProducerId with a transactional id,
 //!   AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, timeouts, zombie fencing) and its log records.
+//! - [`share`]: KIP-932 share groups: ShareGroupHeartbeat membership with the simple assignor,
+//!   the share-partition state machine (acquisition locks, delivery counts, acknowledgements,
+//!   SPSO/SPEO) and its durable snapshots.
 //! - [`offset_record`]: the records the group coordinator asks to persist (committed offsets and
 //!   their tombstones), and their byte encoding in the internal offsets log.
 
@@ -17,6 +20,7 @@ pub mod consumer;
 pub mod error;
 pub mod group;
 pub mod offset_record;
+pub mod share;
 pub mod txn;
 
 pub use error::CoordinatorError;

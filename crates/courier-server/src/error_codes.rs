@@ -62,6 +62,9 @@ pub fn coordinator(e: &CoordinatorError) -> i16 {
         CoordinatorError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
         CoordinatorError::InvalidRequest => ResponseError::InvalidRequest,
         CoordinatorError::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
+        CoordinatorError::InvalidRecordState => ResponseError::InvalidRecordState,
+        // Only met while loading persisted state, never as a client's fault.
+        CoordinatorError::CorruptShareState(_) => ResponseError::UnknownServerError,
     };
     err.code()
 }
