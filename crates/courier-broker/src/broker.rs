@@ -13,6 +13,7 @@ use crate::fetch_session::FetchSessionCache;
 use crate::groups::GroupService;
 use crate::now_ms;
 use crate::producer_ids::ProducerIdManager;
+use crate::shares::ShareService;
 use crate::topic_config::TopicConfig;
 use crate::topics::{write_durably, Topic, TopicRegistry};
 use crate::transactions::TxnService;
@@ -31,6 +32,8 @@ pub struct Broker {
     pub groups: Arc<GroupService>,
     /// Transactions.
     pub txns: Arc<TxnService>,
+    /// Share groups (KIP-932) and their share-partitions' delivery state.
+    pub shares: Arc<ShareService>,
     /// KIP-227 fetch sessions.
     fetch_sessions: Mutex<FetchSessionCache>,
     /// Bumped whenever any partition's high watermark moves; long-polling fetches wait on it.
@@ -54,13 +57,22 @@ impl Broker {
         let (hw_changed, _) = watch::channel(0u64);
         let hw_changed = Arc::new(hw_changed);
         let started = std::time::Instant::now();
-        let topics =
-            TopicRegistry::load(&dir, config.topic_defaults.clone(), Arc::clone(&hw_changed))?;
+        let topics = TopicRegistry::load(
+            &dir,
+            config.topic_defaults.clone(),
+            config.ephemeral_dir.clone(),
+            Arc::clone(&hw_changed),
+        )?;
         let producer_ids = ProducerIdManager::open(&dir.join("meta"))?;
         let groups = GroupService::open(
             &dir.join("meta"),
             config.group.clone(),
             config.consumer_group.clone(),
+            Arc::clone(&hw_changed),
+        )?;
+        let shares = ShareService::open(
+            &dir.join("meta"),
+            courier_coordinator::share::ShareGroupConfig::default(),
             Arc::clone(&hw_changed),
         )?;
         let txns = TxnService::open(
@@ -88,6 +100,7 @@ impl Broker {
             producer_ids,
             groups,
             txns,
+            shares,
             hw_changed,
             _lock: lock,
         }))
@@ -236,6 +249,7 @@ impl Broker {
                 }
             }
         });
+        crate::shares::spawn_timer(self);
         let weak_groups = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -267,6 +281,9 @@ impl Broker {
         self.topics.close_all();
         if let Err(e) = self.txns.close() {
             tracing::error!(error = %e, "closing the transaction log failed; the next start will recover it");
+        }
+        if let Err(e) = self.shares.close() {
+            tracing::error!(error = %e, "closing the share-group state log failed; the next start will recover it");
         }
         if let Err(e) = self.groups.close() {
             tracing::error!(error = %e, "closing the offsets log failed; the next start will recover it");

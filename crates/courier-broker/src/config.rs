@@ -30,6 +30,10 @@ pub struct BrokerConfig {
     pub max_replication_factor: i16,
     /// Defaults for every topic config that a topic does not override.
     pub topic_defaults: TopicDefaults,
+    /// Where ephemeral topics (`courier.ephemeral=true`) keep their partitions: a directory on
+    /// a memory-backed file system (tmpfs). `None` means `/dev/shm` (or the OS temporary
+    /// directory where there is none, with a warning that it is not memory-backed).
+    pub ephemeral_dir: Option<PathBuf>,
     /// How often retention runs (log.retention.check.interval.ms).
     pub retention_check_interval_ms: u64,
     /// Most fetch sessions kept at once (max.incremental.fetch.session.cache.slots).
@@ -61,6 +65,7 @@ impl Default for BrokerConfig {
             max_partitions_per_topic: 10_000,
             max_replication_factor: 3,
             topic_defaults: TopicDefaults::default(),
+            ephemeral_dir: None,
             retention_check_interval_ms: 300_000,
             max_fetch_sessions: 1000,
             cluster_id: None,

@@ -12,6 +12,11 @@
 //!   up to that long for more data unless an acks=all producer is waiting.
 //! - If an fdatasync fails the partition goes offline for writes: the page cache may have dropped
 //!   the dirty pages, so pretending the data is safe would be a lie (as fjall and PostgreSQL do).
+//!
+//! A partition of an ephemeral topic ([`Partition::open_in_memory`]) has no syncer: its log lives
+//! on a memory-backed file system and is never fsynced, and the high watermark is the log end
+//! offset, published by every append. acks=all therefore means "in memory", and a restart
+//! empties the partition (see `ephemeral.rs` and docs/guarantees.md).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -56,6 +61,9 @@ pub struct Partition {
     offline: AtomicBool,
     /// Set on close; the syncer exits.
     closing: AtomicBool,
+    /// An ephemeral topic's partition: the log is in memory, there is no syncer, and every
+    /// append moves the high watermark at once.
+    memory_only: bool,
 }
 
 impl Partition {
@@ -76,9 +84,41 @@ impl Partition {
             // consumers have already read.
             log.sync_target().sync()?;
         }
-        let leo = log.log_end_offset();
-        let (high_watermark, _) = watch::channel(leo);
-        let partition = Arc::new(Self {
+        let partition = Arc::new(Self::new(
+            topic, index, dir, log, flush_ms, hw_changed, false,
+        ));
+        tokio::spawn(Arc::clone(&partition).run_syncer());
+        Ok(partition)
+    }
+
+    /// Creates an ephemeral topic's partition: an empty log in `dir` (a directory on a
+    /// memory-backed file system that must not exist yet) starting at `start_offset`. No
+    /// syncer: nothing is ever fsynced, and each append is visible as soon as it is written.
+    pub fn open_in_memory(
+        topic: Arc<str>,
+        index: i32,
+        dir: &Path,
+        config: LogConfig,
+        start_offset: u64,
+        hw_changed: Arc<watch::Sender<u64>>,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let log = Log::create_at(dir, config, start_offset, now_ms())?;
+        Ok(Arc::new(Self::new(
+            topic, index, dir, log, 0, hw_changed, true,
+        )))
+    }
+
+    fn new(
+        topic: Arc<str>,
+        index: i32,
+        dir: &Path,
+        log: Log,
+        flush_ms: i64,
+        hw_changed: Arc<watch::Sender<u64>>,
+        memory_only: bool,
+    ) -> Self {
+        let (high_watermark, _) = watch::channel(log.log_end_offset());
+        Self {
             topic,
             index,
             dir: dir.to_path_buf(),
@@ -90,9 +130,8 @@ impl Partition {
             flush_ms: AtomicI64::new(flush_ms),
             offline: AtomicBool::new(false),
             closing: AtomicBool::new(false),
-        });
-        tokio::spawn(Arc::clone(&partition).run_syncer());
-        Ok(partition)
+            memory_only,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Log>> {
@@ -114,7 +153,8 @@ impl Partition {
     }
 
     /// Appends producer batches, assigning offsets. The data is in the OS page cache, not yet
-    /// durable; call [`Partition::wait_durable`] for acks=all.
+    /// durable; call [`Partition::wait_durable`] for acks=all. (In memory only, the append is
+    /// visible at once and `wait_durable` returns at once.)
     pub fn append(&self, records: &Bytes, acks: i16) -> Result<LogAppendInfo, BrokerError> {
         self.append_from(records, AppendOrigin::Client, acks)
     }
@@ -147,6 +187,14 @@ impl Partition {
         if self.offline.load(Ordering::Acquire) {
             return Err(BrokerError::StorageOffline(self.name()));
         }
+        if self.memory_only {
+            let (info, leo) = self.with_log(|log| {
+                let info = log.append_from(records, origin, now_ms())?;
+                Ok((info, log.log_end_offset()))
+            })?;
+            self.publish_high_watermark(leo);
+            return Ok(info);
+        }
         let info = self.with_log(|log| Ok(log.append_from(records, origin, now_ms())?))?;
         if acks == -1 {
             self.urgent.store(true, Ordering::Release);
@@ -173,7 +221,7 @@ impl Partition {
         }
     }
 
-    /// Offsets below this are fsynced and visible to consumers.
+    /// Offsets below this are fsynced (in memory only: appended) and visible to consumers.
     pub fn high_watermark(&self) -> u64 {
         *self.high_watermark.borrow()
     }
@@ -243,16 +291,25 @@ impl Partition {
     }
 
     /// Stops the syncer and closes the log cleanly (fsync, indexes, clean-shutdown marker).
+    /// An in-memory log is only dropped: its files go with the memory directory. Afterwards
+    /// the high watermark is the final log end offset.
     pub fn close(&self) -> Result<(), BrokerError> {
         self.closing.store(true, Ordering::Release);
         self.sync_wanted.notify_one();
         let log = self.lock().take();
         if let Some(log) = log {
             let leo = log.log_end_offset();
-            log.close()?;
+            if !self.memory_only {
+                log.close()?;
+            }
             self.publish_high_watermark(leo);
         }
         Ok(())
+    }
+
+    /// True for an ephemeral topic's partition (memory only, never fsynced).
+    pub fn is_memory_only(&self) -> bool {
+        self.memory_only
     }
 
     /// Stops the syncer and removes the partition's directory.

@@ -46,6 +46,7 @@ struct Key {
 const KEYS: &[Key] = &[
     Key { name: "cleanup.policy", kind: Kind::ListOf(&["delete"]), doc: "How old segments are removed. Only 'delete' (retention by time and size) is implemented." },
     Key { name: "compression.type", kind: Kind::OneOf(&["producer"]), doc: "Courier stores batches exactly as the producer compressed them." },
+    Key { name: EPHEMERAL, kind: Kind::Bool, doc: "Courier only. Keep the topic's partitions in memory (tmpfs), never fsynced and emptied by every broker restart: at-most-once, for broadcast and metrics-like data. acks=all is answered once the batch is in memory. Retention defaults to 60 s and 64 MiB per partition. Set at creation only." },
     Key { name: "flush.ms", kind: Kind::Long(0), doc: "Longest time appended data waits for a background fsync when no acks=all producer is waiting. Consumers see records once fsynced." },
     Key { name: "index.interval.bytes", kind: Kind::Int(0), doc: "Bytes of log between offset-index entries." },
     Key { name: "max.message.bytes", kind: Kind::Int(0), doc: "Largest record batch accepted." },
@@ -58,6 +59,20 @@ const KEYS: &[Key] = &[
     Key { name: "unclean.leader.election.enable", kind: Kind::Bool, doc: "Accepted for compatibility; a single node has no other replica to elect." },
 ];
 
+/// The Courier-specific topic config that makes a topic ephemeral (see docs/guarantees.md).
+pub const EPHEMERAL: &str = "courier.ephemeral";
+
+/// Defaults an ephemeral topic uses instead of the broker's, unless the topic sets the key:
+/// short retention so that memory stays bounded, and segments small and young enough for
+/// retention to delete them (it deletes whole segments, never the active one). A partition
+/// holds at most about retention.bytes + segment.bytes.
+const EPHEMERAL_DEFAULTS: &[(&str, &str)] = &[
+    ("retention.bytes", "67108864"),
+    ("retention.ms", "60000"),
+    ("segment.bytes", "8388608"),
+    ("segment.ms", "10000"),
+];
+
 fn key(name: &str) -> Result<&'static Key, BrokerError> {
     KEYS.iter()
         .find(|k| k.name == name)
@@ -68,6 +83,7 @@ fn default_value(name: &str, d: &TopicDefaults) -> String {
     match name {
         "cleanup.policy" => "delete".into(),
         "compression.type" => "producer".into(),
+        EPHEMERAL => "false".into(),
         "flush.ms" => d.flush_ms.to_string(),
         "index.interval.bytes" => d.log.index_interval_bytes.to_string(),
         "max.message.bytes" => d.log.max_message_bytes.to_string(),
@@ -241,11 +257,36 @@ impl TopicConfig {
         Ok(())
     }
 
+    /// True for an ephemeral topic (`courier.ephemeral=true`): memory-only partitions.
+    pub fn is_ephemeral(&self) -> bool {
+        self.overrides.get(EPHEMERAL).is_some_and(|v| v == "true")
+    }
+
+    /// Refuses an edit that would change `courier.ephemeral`: where a topic's partitions live
+    /// is decided when it is created. `self` is the current config, `new` the edited one.
+    pub fn check_change(&self, new: &TopicConfig) -> Result<(), BrokerError> {
+        if self.is_ephemeral() == new.is_ephemeral() {
+            return Ok(());
+        }
+        Err(BrokerError::InvalidConfig(format!(
+            "{EPHEMERAL} can only be set when a topic is created (it is {}; AlterConfigs \
+             replaces every override, so include {EPHEMERAL}={} there)",
+            self.is_ephemeral(),
+            self.is_ephemeral()
+        )))
+    }
+
     fn value(&self, name: &str, d: &TopicDefaults) -> String {
-        self.overrides
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| default_value(name, d))
+        if let Some(v) = self.overrides.get(name) {
+            return v.clone();
+        }
+        let ephemeral_default = EPHEMERAL_DEFAULTS
+            .iter()
+            .find(|(k, _)| *k == name && self.is_ephemeral());
+        match ephemeral_default {
+            Some((_, v)) => v.to_string(),
+            None => default_value(name, d),
+        }
     }
 
     fn num<T: std::str::FromStr>(&self, name: &str, d: &TopicDefaults, fallback: T) -> T {
@@ -350,5 +391,53 @@ mod tests {
             .expect("valid");
         assert!(c.log_config(&d).log_append_time);
         assert_eq!(c.overrides()["message.timestamp.type"], "LogAppendTime");
+    }
+
+    #[test]
+    fn ephemeral_topics_get_short_retention_unless_they_set_it() {
+        let d = TopicDefaults::default();
+        let durable = TopicConfig::default();
+        assert!(!durable.is_ephemeral());
+        assert_eq!(durable.log_config(&d), d.log);
+        let e = TopicConfig::from_pairs([(EPHEMERAL, Some("TRUE"))]).expect("valid");
+        assert!(e.is_ephemeral());
+        let log = e.log_config(&d);
+        assert_eq!(log.retention_ms, 60_000);
+        assert_eq!(log.retention_bytes, 64 << 20);
+        assert_eq!(log.segment_bytes, 8 << 20);
+        assert_eq!(log.segment_ms, 10_000);
+        let entries = e.entries(&d);
+        let entry = |name: &str| entries.iter().find(|x| x.name == name).expect("listed");
+        assert_eq!(entry(EPHEMERAL).value, "true");
+        assert!(!entry(EPHEMERAL).is_default);
+        assert_eq!(entry(EPHEMERAL).config_type, 1);
+        assert_eq!(entry("retention.ms").value, "60000");
+        assert!(entry("retention.ms").is_default);
+        let set =
+            TopicConfig::from_pairs([(EPHEMERAL, Some("true")), ("retention.ms", Some("1000"))])
+                .expect("valid");
+        assert_eq!(set.log_config(&d).retention_ms, 1000);
+        assert_eq!(set.log_config(&d).retention_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn ephemeral_is_checked_and_fixed_at_creation() {
+        assert!(matches!(
+            TopicConfig::from_pairs([(EPHEMERAL, Some("maybe"))]),
+            Err(BrokerError::InvalidConfig(_))
+        ));
+        let durable = TopicConfig::default();
+        let explicit_false = TopicConfig::from_pairs([(EPHEMERAL, Some("false"))]).expect("valid");
+        let ephemeral = TopicConfig::from_pairs([(EPHEMERAL, Some("true"))]).expect("valid");
+        assert!(durable.check_change(&explicit_false).is_ok());
+        assert!(ephemeral.check_change(&ephemeral.clone()).is_ok());
+        assert!(matches!(
+            durable.check_change(&ephemeral),
+            Err(BrokerError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            ephemeral.check_change(&durable),
+            Err(BrokerError::InvalidConfig(_))
+        ));
     }
 }

@@ -5,6 +5,10 @@
 //! the new one. Partition logs live in `<data>/<name>-<index>/`. Creation makes the partition
 //! directories first and the metadata file last; deletion removes the metadata file first. A
 //! crash in between leaves only orphan directories, which [`TopicRegistry::load`] removes.
+//!
+//! An ephemeral topic (`courier.ephemeral=true`) keeps the same metadata file, so it survives
+//! restarts, but its partitions live in the memory directory of [`EphemeralStore`] and start
+//! empty at every start.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -14,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::ephemeral::{EndOffsets, EphemeralStore};
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use crate::topic_config::{TopicConfig, TopicDefaults};
@@ -92,9 +97,15 @@ pub struct TopicRegistry {
     hw_changed: Arc<watch::Sender<u64>>,
     /// Serialises create/delete/grow/alter so directories and metadata files stay consistent.
     admin: Mutex<()>,
+    /// Where ephemeral topics' partitions live (in memory), and where they resume.
+    ephemeral: EphemeralStore,
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BrokerError + 'a {
+/// Maps an I/O error on a metadata file or directory to [`BrokerError::Metadata`].
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> BrokerError + 'a {
     move |source| BrokerError::Metadata {
         op,
         path: path.to_path_buf(),
@@ -125,13 +136,17 @@ pub fn sync_dir(dir: &Path) -> Result<(), BrokerError> {
 
 impl TopicRegistry {
     /// Loads every topic from `data_dir`, recovering each partition, and removes orphans.
+    /// Ephemeral topics' partitions start empty in a memory directory under `ephemeral_dir`
+    /// (`/dev/shm` when `None`).
     pub fn load(
         data_dir: &Path,
         defaults: TopicDefaults,
+        ephemeral_dir: Option<PathBuf>,
         hw_changed: Arc<watch::Sender<u64>>,
     ) -> Result<Self, BrokerError> {
         let meta_dir = data_dir.join("meta").join("topics");
         std::fs::create_dir_all(&meta_dir).map_err(io_err("create", &meta_dir))?;
+        let ephemeral = EphemeralStore::open(&data_dir.join("meta"), ephemeral_dir)?;
         let registry = Self {
             data_dir: data_dir.to_path_buf(),
             meta_dir: meta_dir.clone(),
@@ -139,6 +154,7 @@ impl TopicRegistry {
             topics: RwLock::new(HashMap::new()),
             hw_changed,
             admin: Mutex::new(()),
+            ephemeral,
         };
         let entries = std::fs::read_dir(&meta_dir).map_err(io_err("list", &meta_dir))?;
         let mut loaded = HashMap::new();
@@ -166,6 +182,7 @@ impl TopicRegistry {
         }
         *registry.topics.write().unwrap_or_else(|p| p.into_inner()) = loaded;
         registry.remove_orphans()?;
+        registry.ephemeral.finish_start()?;
         Ok(registry)
     }
 
@@ -200,6 +217,17 @@ impl TopicRegistry {
         index: i32,
         config: &TopicConfig,
     ) -> Result<Arc<Partition>, BrokerError> {
+        if config.is_ephemeral() {
+            let (dir, start_offset) = self.ephemeral.partition_dir(name, index)?;
+            return Partition::open_in_memory(
+                Arc::clone(name),
+                index,
+                &dir,
+                config.log_config(&self.defaults),
+                start_offset,
+                Arc::clone(&self.hw_changed),
+            );
+        }
         let dir = self.partition_dir(name, index);
         Partition::open(
             Arc::clone(name),
@@ -411,6 +439,7 @@ impl TopicRegistry {
         let topic = self
             .get(name)
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        topic.config().check_change(&config)?;
         self.write_meta(&topic, topic.partition_count(), &config)?;
         let log_config = config.log_config(&self.defaults);
         let flush_ms = config.flush_ms(&self.defaults);
@@ -421,14 +450,111 @@ impl TopicRegistry {
         Ok(())
     }
 
-    /// Closes every partition cleanly.
+    /// Closes every partition cleanly; ephemeral topics' log end offsets are recorded and
+    /// their memory directory removed.
     pub fn close_all(&self) {
+        let mut in_memory = EndOffsets::new();
         for topic in self.list() {
             for p in topic.partitions() {
                 if let Err(e) = p.close() {
                     tracing::error!(partition = %p.name(), error = %e, "clean close failed; the next start will recover the tail");
                 }
             }
+            if topic.config().is_ephemeral() {
+                let ends = topic
+                    .partitions()
+                    .iter()
+                    .map(|p| p.high_watermark())
+                    .collect();
+                in_memory.insert(topic.name.to_string(), ends);
+            }
         }
+        if let Err(e) = self.ephemeral.close(&in_memory) {
+            tracing::error!(error = %e, "removing the ephemeral topics' memory directory failed; the next start removes it");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use courier_storage::batch_builder::{batch, NewRecord};
+
+    use super::*;
+
+    fn registry(data: &Path, shm: &Path) -> TopicRegistry {
+        let (hw, _) = watch::channel(0u64);
+        TopicRegistry::load(
+            data,
+            TopicDefaults::default(),
+            Some(shm.to_path_buf()),
+            Arc::new(hw),
+        )
+        .expect("load")
+    }
+
+    fn ephemeral() -> TopicConfig {
+        TopicConfig::from_pairs([(crate::topic_config::EPHEMERAL, Some("true"))]).expect("valid")
+    }
+
+    fn records(n: usize) -> Bytes {
+        let new: Vec<NewRecord> = (0..n).map(|_| NewRecord::new(1, b"k", b"v")).collect();
+        Bytes::from(batch(&new))
+    }
+
+    #[tokio::test]
+    async fn ephemeral_partitions_live_outside_the_data_dir_and_start_empty_after_a_restart() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (data, shm) = (tmp.path().join("data"), tmp.path().join("shm"));
+        std::fs::create_dir_all(&shm).expect("shm");
+        let r = registry(&data, &shm);
+        r.create("m", 2, 1, ephemeral(), false).expect("create");
+        r.create("d", 1, 1, TopicConfig::default(), false)
+            .expect("create");
+        let p = r.get("m").and_then(|t| t.partition(1)).expect("partition");
+        assert!(p.is_memory_only());
+        let changes = r.hw_changed.subscribe();
+        let info = p.append(&records(3), -1).expect("append");
+        assert!(
+            changes.has_changed().expect("open"),
+            "an append wakes long-polling fetches"
+        );
+        assert_eq!((info.base_offset, info.last_offset), (0, 2));
+        assert_eq!(p.high_watermark(), 3, "visible as soon as appended");
+        p.wait_durable(3, Duration::ZERO).await.expect("no wait");
+        assert!(!data.join("m-0").exists() && !data.join("m-1").exists());
+        assert!(data.join("d-0").is_dir());
+        let in_memory: Vec<_> = std::fs::read_dir(&shm).expect("shm").flatten().collect();
+        assert_eq!(in_memory.len(), 1, "one memory directory");
+        assert!(in_memory[0].path().join("m-1").is_dir());
+
+        r.close_all();
+        assert_eq!(
+            std::fs::read_dir(&shm).expect("shm").count(),
+            0,
+            "memory directory removed on clean close"
+        );
+        drop(r);
+
+        let r = registry(&data, &shm);
+        let t = r.get("m").expect("the topic survives");
+        assert!(t.config().is_ephemeral());
+        let p = t.partition(1).expect("partition");
+        assert_eq!(p.log_start_offset(), 3, "empty, at the old log end offset");
+        assert_eq!(p.high_watermark(), 3);
+        assert_eq!(t.partition(0).expect("p0").high_watermark(), 0);
+        assert!(p.read(3, 1 << 20).expect("read").records.is_empty());
+        assert!(
+            p.read(0, 1 << 20).is_err(),
+            "offsets before the restart are gone"
+        );
+        assert!(matches!(
+            r.set_config("m", TopicConfig::default()),
+            Err(BrokerError::InvalidConfig(_))
+        ));
+        r.delete("m").expect("delete");
+        r.close_all();
     }
 }

@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// TOML file with any of these settings.
     #[arg(long, env = "COURIER_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where ephemeral topics (`courier.ephemeral=true`) keep their data: a memory-backed
+    /// directory. [default: a new directory under /dev/shm]
+    #[arg(long, env = "COURIER_EPHEMERAL_DIR", value_name = "DIR")]
+    ephemeral_dir: Option<PathBuf>,
     /// Host name clients are told to connect to. [default: the listen host]
     #[arg(long, env = "COURIER_ADVERTISED_HOST")]
     advertised_host: Option<String>,
@@ -131,6 +135,7 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Resolved> {
             .data_dir
             .or(f.data_dir)
             .unwrap_or_else(|| PathBuf::from("./data")),
+        ephemeral_dir: a.ephemeral_dir.or(f.ephemeral_dir),
         ..BrokerConfig::default()
     };
     let listen_host = listen

@@ -12,6 +12,7 @@ use serde::Deserialize;
 pub struct FileSettings {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub ephemeral_dir: Option<PathBuf>,
     pub advertised_host: Option<String>,
     pub advertised_listener: Option<String>,
     pub node_id: Option<i32>,

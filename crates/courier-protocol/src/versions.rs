@@ -58,6 +58,23 @@ pub fn supported_apis() -> Vec<(ApiKey, VersionRange)> {
             range::<ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse>(0, i16::MAX),
         ),
         (
+            // Share groups (KIP-932): librdkafka 2.16 sends v1 of these four only.
+            ApiKey::ShareGroupHeartbeat,
+            range::<ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse>(1, 1),
+        ),
+        (
+            ApiKey::ShareGroupDescribe,
+            range::<ShareGroupDescribeRequest, ShareGroupDescribeResponse>(1, 1),
+        ),
+        (
+            ApiKey::ShareFetch,
+            range::<ShareFetchRequest, ShareFetchResponse>(1, 1),
+        ),
+        (
+            ApiKey::ShareAcknowledge,
+            range::<ShareAcknowledgeRequest, ShareAcknowledgeResponse>(1, 1),
+        ),
+        (
             ApiKey::OffsetCommit,
             range::<OffsetCommitRequest, OffsetCommitResponse>(2, i16::MAX),
         ),

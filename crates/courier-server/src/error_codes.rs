@@ -100,6 +100,18 @@ pub fn txn_produce(e: &courier_coordinator::txn::TxnError) -> i16 {
     err.code()
 }
 
+/// The Kafka error code for a share-session refusal (the whole ShareFetch or ShareAcknowledge).
+pub fn share_session(e: courier_broker::share_session::ShareSessionError) -> i16 {
+    use courier_broker::share_session::ShareSessionError;
+    let err = match e {
+        ShareSessionError::NotFound => ResponseError::ShareSessionNotFound,
+        ShareSessionError::InvalidEpoch => ResponseError::InvalidShareSessionEpoch,
+        ShareSessionError::LimitReached => ResponseError::ShareSessionLimitReached,
+        ShareSessionError::InvalidRequest => ResponseError::InvalidRequest,
+    };
+    err.code()
+}
+
 /// A coordinator outcome as a code: 0 for success.
 pub fn coordinator_outcome(e: Option<&CoordinatorError>) -> i16 {
     e.map(coordinator).unwrap_or(0)
@@ -168,5 +180,14 @@ mod tests {
         for (e, want) in cases {
             assert_eq!(code(&e), want, "{e}");
         }
+    }
+
+    #[test]
+    fn share_session_errors_map_to_their_kafka_codes() {
+        use courier_broker::share_session::ShareSessionError;
+        assert_eq!(share_session(ShareSessionError::NotFound), 122);
+        assert_eq!(share_session(ShareSessionError::InvalidEpoch), 123);
+        assert_eq!(share_session(ShareSessionError::LimitReached), 133);
+        assert_eq!(share_session(ShareSessionError::InvalidRequest), 42);
     }
 }

@@ -3,11 +3,20 @@
 use std::sync::Arc;
 
 use courier_protocol::DecodedRequest;
-use kafka_protocol::messages::{RequestKind, ResponseKind};
+use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind};
 
 use crate::handlers::*;
 use crate::listener::Context;
 use crate::reply::Reply;
+
+/// The request header's client id, empty when absent.
+fn client_id(header: &RequestHeader) -> String {
+    header
+        .client_id
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_default()
+}
 
 /// Sends a decoded request to its handler.
 pub async fn route(ctx: &Arc<Context>, req: DecodedRequest, peer: std::net::SocketAddr) -> Reply {
@@ -36,8 +45,9 @@ pub async fn route(ctx: &Arc<Context>, req: DecodedRequest, peer: std::net::Sock
         RequestKind::DescribeConfigs(r) => Reply::now(ResponseKind::DescribeConfigs(
             describe_configs::handle(ctx, version, r),
         )),
+        // Awaited before the next request is read: a later request sees the change.
         RequestKind::IncrementalAlterConfigs(r) => Reply::now(
-            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(ctx, r)),
+            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(ctx, r).await),
         ),
         RequestKind::AlterConfigs(r) => {
             Reply::now(ResponseKind::AlterConfigs(alter_configs::handle(ctx, r)))
@@ -61,12 +71,7 @@ pub async fn route(ctx: &Arc<Context>, req: DecodedRequest, peer: std::net::Sock
             find_coordinator::handle(ctx, version, r),
         )),
         RequestKind::JoinGroup(r) => {
-            let client_id = req
-                .header
-                .client_id
-                .as_ref()
-                .map(|c| c.to_string())
-                .unwrap_or_default();
+            let client_id = client_id(&req.header);
             join_group::handle(ctx, version, client_id, peer, r)
         }
         RequestKind::SyncGroup(r) => sync_group::handle(ctx, version, r),
@@ -87,12 +92,7 @@ pub async fn route(ctx: &Arc<Context>, req: DecodedRequest, peer: std::net::Sock
         RequestKind::DeleteGroups(r) => delete_groups::handle(ctx, r),
         RequestKind::OffsetDelete(r) => offset_delete::handle(ctx, r),
         RequestKind::ConsumerGroupHeartbeat(r) => {
-            let client_id = req
-                .header
-                .client_id
-                .as_ref()
-                .map(|c| c.to_string())
-                .unwrap_or_default();
+            let client_id = client_id(&req.header);
             Reply::now(ResponseKind::ConsumerGroupHeartbeat(
                 consumer_group_heartbeat::handle(ctx, client_id, peer, r),
             ))
@@ -100,6 +100,25 @@ pub async fn route(ctx: &Arc<Context>, req: DecodedRequest, peer: std::net::Sock
         RequestKind::ConsumerGroupDescribe(r) => Reply::now(ResponseKind::ConsumerGroupDescribe(
             consumer_group_describe::handle(ctx, r),
         )),
+        RequestKind::ShareGroupHeartbeat(r) => {
+            let client_id = client_id(&req.header);
+            let ctx = Arc::clone(ctx);
+            Reply::later(async move {
+                ResponseKind::ShareGroupHeartbeat(
+                    share_group_heartbeat::handle(ctx, client_id, peer, r).await,
+                )
+            })
+        }
+        RequestKind::ShareGroupDescribe(r) => Reply::now(ResponseKind::ShareGroupDescribe(
+            share_group_describe::handle(ctx, r),
+        )),
+        RequestKind::ShareFetch(r) => share_fetch::handle(ctx, r),
+        RequestKind::ShareAcknowledge(r) => {
+            let ctx = Arc::clone(ctx);
+            Reply::later(async move {
+                ResponseKind::ShareAcknowledge(share_acknowledge::handle(ctx, r).await)
+            })
+        }
         other => {
             // decode_request only yields the APIs listed in courier_protocol::versions, each of
             // which has an arm above; reaching this is a bug, reported instead of panicking, and

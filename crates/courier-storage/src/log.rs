@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::batch::{
     header_for_append, parse_header, validate_batches, BatchHeader, BATCH_HEADER_LEN,
 };
-use crate::checkpoint::{sync_dir, write_clean_shutdown_marker};
+use crate::checkpoint::{sync_dir, write_clean_shutdown_marker, write_log_start_offset};
 use crate::control::{control_record_type, ControlRecordType};
 use crate::error::{Result, StorageError};
 use crate::producer_snapshot::write_snapshot;
@@ -161,6 +161,18 @@ impl Log {
         log.load_producer_state(now_ms, &mut report)?;
         tracing::debug!(dir = %dir.display(), ?report, "log opened");
         Ok((log, report))
+    }
+
+    /// Creates an empty log in `dir`, which must not exist yet, whose first offset is
+    /// `start_offset`: a partition that starts empty but must not hand out offsets an earlier
+    /// incarnation already used (an ephemeral topic's partition after a restart).
+    pub fn create_at(dir: &Path, config: LogConfig, start_offset: u64, now_ms: i64) -> Result<Log> {
+        std::fs::create_dir(dir).map_err(|e| StorageError::io("create dir", dir, e))?;
+        if start_offset > 0 {
+            write_log_start_offset(dir, start_offset)?;
+        }
+        let (log, _) = Log::open(dir, config, now_ms)?;
+        Ok(log)
     }
 
     /// Appends a producer's batches. See [`Log::append_from`].

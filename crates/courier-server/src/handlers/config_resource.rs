@@ -30,6 +30,7 @@ pub fn alter(
                     .get(name)
                     .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
                 let config = edit(topic.config())?;
+                topic.config().check_change(&config)?;
                 if !validate_only {
                     ctx.broker.topics.set_config(name, config)?;
                     tracing::info!(topic = name, "altered topic config");

@@ -1,4 +1,5 @@
-//! DeleteGroups: only empty groups; their offsets are deleted durably.
+//! DeleteGroups: only empty groups; their offsets (or a share group's delivery state) are
+//! deleted durably.
 
 use std::sync::Arc;
 
@@ -11,11 +12,21 @@ use crate::reply::Reply;
 
 /// Handles one DeleteGroups request.
 pub fn handle(ctx: &Arc<Context>, req: DeleteGroupsRequest) -> Reply {
-    let groups = Arc::clone(&ctx.broker.groups);
+    let ctx = Arc::clone(ctx);
     Reply::later(async move {
+        let broker = &ctx.broker;
         let mut results = Vec::with_capacity(req.groups_names.len());
         for id in req.groups_names {
-            let code = match groups.delete_group(id.as_str()).await {
+            let outcome = match broker
+                .shares
+                .delete_group(&broker.topics, id.as_str())
+                .await
+            {
+                Ok(Some(share)) => Ok(share),
+                Ok(None) => broker.groups.delete_group(id.as_str()).await,
+                Err(e) => Err(e),
+            };
+            let code = match outcome {
                 Ok(Ok(())) => 0,
                 Ok(Err(e)) => error_codes::coordinator(&e),
                 Err(e) => error_codes::code(&e),

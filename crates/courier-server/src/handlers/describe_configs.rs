@@ -16,8 +16,12 @@ use crate::listener::Context;
 pub const RESOURCE_TOPIC: i8 = 2;
 /// Kafka's resource type code for a broker.
 pub const RESOURCE_BROKER: i8 = 4;
+/// Kafka's resource type code for a group (share-group settings).
+pub const RESOURCE_GROUP: i8 = 32;
 /// Config source code: the broker's static config.
 const SOURCE_STATIC_BROKER: i8 = 4;
+/// Config source code: a group's config.
+const SOURCE_GROUP: i8 = 8;
 
 /// (name, value, Kafka type code, doc) of every entry, with whether it is the default.
 type Entry = (String, String, bool, i8, &'static str);
@@ -160,6 +164,26 @@ pub fn handle(
                         return out;
                     }
                 },
+                RESOURCE_GROUP => {
+                    let group = res.resource_name.as_str();
+                    let entries = ctx
+                        .broker
+                        .shares
+                        .settings(group)
+                        .entries(group)
+                        .into_iter()
+                        .map(|e| {
+                            (
+                                e.name.to_string(),
+                                e.value,
+                                e.is_default,
+                                e.config_type,
+                                e.doc,
+                            )
+                        })
+                        .collect();
+                    (entries, false, SOURCE_GROUP)
+                }
                 RESOURCE_BROKER => {
                     let name = res.resource_name.as_str();
                     if !name.is_empty() && name != ctx.broker.config.node_id.to_string() {

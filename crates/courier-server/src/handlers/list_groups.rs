@@ -1,4 +1,4 @@
-//! ListGroups, with the state (v4+) and type (v5+) filters.
+//! ListGroups, with the state (v4+) and type (v5+) filters: classic, consumer and share groups.
 
 use std::sync::Arc;
 
@@ -34,8 +34,15 @@ pub fn handle(ctx: &Arc<Context>, version: i16, req: ListGroupsRequest) -> ListG
         .into_iter()
         .filter(|g| !consumer.iter().any(|(id, ..)| *id == g.group_id))
         .map(|g| (g.group_id, g.protocol_type, g.state, "classic"));
+    let share = ctx
+        .broker
+        .shares
+        .group_ids()
+        .into_iter()
+        .map(|(id, state)| (id, "share".to_string(), state.name(), "share"));
     let groups = classic
         .chain(consumer.clone())
+        .chain(share)
         .filter(|g| states.is_empty() || states.contains(&g.2.to_ascii_lowercase()))
         .filter(|g| types.is_empty() || types.contains(&g.3.to_string()))
         .map(|(id, protocol_type, state, group_type)| {

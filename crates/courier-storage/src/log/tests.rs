@@ -242,6 +242,29 @@ fn delete_removes_the_directory() {
 }
 
 #[test]
+fn create_at_starts_an_empty_log_at_the_given_offset() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let dir = parent.path().join("topic-0");
+    let mut log = Log::create_at(&dir, LogConfig::default(), 42, 0).expect("create");
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (42, 42));
+    let info = log
+        .append(&Bytes::from(batch(&records(2, 1, 1))), 0)
+        .expect("append");
+    assert_eq!((info.base_offset, info.last_offset), (42, 43));
+    let read = log.read(42, 1 << 20, 44).expect("read");
+    assert_eq!(read.first_offset, Some(42));
+    assert_eq!(read.last_offset, Some(43));
+    drop(log);
+    assert!(
+        Log::create_at(&dir, LogConfig::default(), 0, 0).is_err(),
+        "an existing directory is never reused"
+    );
+    let fresh = parent.path().join("topic-1");
+    let log = Log::create_at(&fresh, LogConfig::default(), 0, 0).expect("create");
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+}
+
+#[test]
 fn log_and_sync_target_can_cross_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Log>();
