@@ -33,7 +33,7 @@ use bytes::{Bytes, BytesMut};
 use courier_coordinator::share::{
     AcknowledgementBatch, AcquiredRecords, ArchiveEvent, ShareEffects, ShareGroupConfig,
     ShareGroupState, ShareGroupView, ShareGroups, ShareHeartbeat, ShareHeartbeatResponse,
-    SharePartition, SharePartitionConfig, ShareRecord, TopicPartitionCounts,
+    SharePartition, SharePartitionConfig, SharePartitionStats, ShareRecord, TopicPartitionCounts,
 };
 use courier_coordinator::CoordinatorError;
 use courier_storage::StorageError;
@@ -490,6 +490,44 @@ impl ShareService {
     /// ShareGroupDescribe.
     pub fn describe(&self, group: &str) -> Option<ShareGroupView> {
         self.lock().groups.describe(group)
+    }
+
+    /// The counters of each of the group's share-partitions, in (topic, partition) order, for
+    /// DescribeShareGroupOffsets and DescribeConfigs. Lag is measured against each partition's
+    /// high watermark now (0 when the partition is gone).
+    pub fn partition_stats(
+        &self,
+        topics: &TopicRegistry,
+        group: &str,
+    ) -> Vec<(String, i32, SharePartitionStats)> {
+        let keys: Vec<ShareKey> = {
+            let inner = self.lock();
+            let from = (group.to_string(), String::new(), i32::MIN);
+            inner
+                .partitions
+                .range(from..)
+                .take_while(|(k, _)| k.0 == group)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        // High watermarks are read without holding the share state.
+        let hws: Vec<i64> = keys
+            .iter()
+            .map(|(_, topic, index)| {
+                topics
+                    .get(topic)
+                    .and_then(|t| t.partition(*index))
+                    .map_or(0, |p| p.high_watermark() as i64)
+            })
+            .collect();
+        let inner = self.lock();
+        keys.into_iter()
+            .zip(hws)
+            .filter_map(|(key, hw)| {
+                let stats = inner.partitions.get(&key)?.sp.stats(hw);
+                Some((key.1, key.2, stats))
+            })
+            .collect()
     }
 
     /// Every share group with its state, for ListGroups.

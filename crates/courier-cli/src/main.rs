@@ -8,6 +8,7 @@ mod embedded;
 mod groups;
 mod serve;
 mod settings;
+mod share_groups;
 mod topics;
 mod transactions;
 mod verify;
@@ -36,6 +37,9 @@ enum Command {
     /// Administer consumer groups.
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
+    /// Administer share groups (KIP-932): list, describe, redrive dead letters.
+    #[command(subcommand)]
+    ShareGroups(share_groups::ShareGroupsCommand),
     /// Administer topics.
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
@@ -76,6 +80,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Groups(cmd) => groups::run(cmd),
+        Command::ShareGroups(cmd) => share_groups::run(cmd),
         Command::Topics(cmd) => topics::run(cmd),
         Command::Transactions(cmd) => transactions::run(cmd),
         // Its exit status says more than success or failure: 1 is a verdict, 2 bad input.

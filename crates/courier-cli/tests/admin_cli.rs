@@ -3,30 +3,13 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
+use support::cli::{courier, ok};
 use support::kafka::*;
 use support::TestBroker;
-
-fn courier(bootstrap: &str, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));
-    cmd.args(args).env("COURIER_BOOTSTRAP", bootstrap);
-    let out = cmd.output().expect("run courier");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(bootstrap: &str, args: &[&str]) -> String {
-    let (success, out, err) = courier(bootstrap, args);
-    assert!(success, "courier {args:?} failed:\n{out}\n{err}");
-    out
-}
 
 fn committed_line<'a>(out: &'a str, topic: &str, partition: i32) -> Vec<&'a str> {
     out.lines()

@@ -6,20 +6,15 @@
 
 mod support;
 
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::share_fetch_request::{self, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::share_fetch_response::PartitionData;
 use kafka_protocol::messages::{
-    share_acknowledge_request, ApiVersionsRequest, DeleteGroupsRequest, GroupId,
-    IncrementalAlterConfigsRequest, ListGroupsRequest, MetadataRequest, ProduceRequest,
+    share_acknowledge_request, ApiVersionsRequest, DeleteGroupsRequest, GroupId, ListGroupsRequest,
     ShareAcknowledgeRequest, ShareFetchRequest, ShareFetchResponse, ShareGroupDescribeRequest,
-    ShareGroupHeartbeatRequest, TopicName,
+    ShareGroupHeartbeatRequest,
 };
 use kafka_protocol::protocol::StrBytes;
-use support::{batch, RawClient, TestBroker};
+use support::{RawClient, TestBroker};
 
 const GROUP: &str = "raw-share";
 const MEMBER: &str = "member-1";
@@ -114,50 +109,15 @@ fn acquired(r: &ShareFetchResponse) -> Vec<(i64, i64, i16)> {
         .collect()
 }
 
-/// IncrementalAlterConfigs SET of one setting of the group; returns the error code.
-fn set_group_config(c: &mut RawClient, name: &str, value: &str) -> i16 {
-    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
-        AlterConfigsResource::default()
-            .with_resource_type(32)
-            .with_resource_name(s(GROUP))
-            .with_configs(vec![AlterableConfig::default()
-                .with_name(s(name))
-                .with_config_operation(0)
-                .with_value(Some(s(value)))]),
-    ]);
-    c.call(0, &req).responses[0].error_code
-}
-
 fn setup(c: &mut RawClient) -> uuid::Uuid {
-    let produce = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(s(TOPIC)))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch(&["a", "b", "c", "d", "e", "f"])))])]);
     // Auto-created with one partition.
-    let md = c.call(
-        12,
-        &MetadataRequest::default()
-            .with_topics(Some(vec![
-                kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-                    .with_name(Some(TopicName(s(TOPIC)))),
-            ]))
-            .with_allow_auto_topic_creation(true),
-    );
-    let topic_id = md.topics[0].topic_id;
+    let topic_id = c.produce_to_new_topic(TOPIC, &["a", "b", "c", "d", "e", "f"]);
     assert_eq!(
-        c.call(9, &produce).responses[0].partition_responses[0].error_code,
+        c.set_share_group_config(GROUP, "share.auto.offset.reset", "earliest"),
         0
     );
     assert_eq!(
-        set_group_config(c, "share.auto.offset.reset", "earliest"),
-        0
-    );
-    assert_eq!(
-        set_group_config(c, "share.delivery.count.limit", "0"),
+        c.set_share_group_config(GROUP, "share.delivery.count.limit", "0"),
         40,
         "INVALID_CONFIG"
     );
@@ -179,14 +139,7 @@ fn share_sessions_acknowledgements_and_errors_over_the_raw_protocol() {
     }
     let topic_id = setup(&mut c);
 
-    let join = c.call(
-        1,
-        &ShareGroupHeartbeatRequest::default()
-            .with_group_id(GroupId(s(GROUP)))
-            .with_member_id(s(MEMBER))
-            .with_member_epoch(0)
-            .with_subscribed_topic_names(Some(vec![TopicName(s(TOPIC))])),
-    );
+    let join = c.join_share_group(GROUP, MEMBER, TOPIC);
     assert_eq!(join.error_code, 0, "{join:?}");
     assert!(join.member_epoch > 0 && join.heartbeat_interval_ms > 0);
     let assignment = join.assignment.expect("an assignment on joining");

@@ -75,6 +75,14 @@ pub fn supported_apis() -> Vec<(ApiKey, VersionRange)> {
             range::<ShareAcknowledgeRequest, ShareAcknowledgeResponse>(1, 1),
         ),
         (
+            // The start offset of each share-partition; v0 is the crate's only version.
+            ApiKey::DescribeShareGroupOffsets,
+            range::<DescribeShareGroupOffsetsRequest, DescribeShareGroupOffsetsResponse>(
+                0,
+                i16::MAX,
+            ),
+        ),
+        (
             ApiKey::OffsetCommit,
             range::<OffsetCommitRequest, OffsetCommitResponse>(2, i16::MAX),
         ),

@@ -112,6 +112,9 @@ pub async fn route(ctx: &Arc<Context>, req: DecodedRequest, peer: std::net::Sock
         RequestKind::ShareGroupDescribe(r) => Reply::now(ResponseKind::ShareGroupDescribe(
             share_group_describe::handle(ctx, r),
         )),
+        RequestKind::DescribeShareGroupOffsets(r) => Reply::now(
+            ResponseKind::DescribeShareGroupOffsets(describe_share_group_offsets::handle(ctx, r)),
+        ),
         RequestKind::ShareFetch(r) => share_fetch::handle(ctx, r),
         RequestKind::ShareAcknowledge(r) => {
             let ctx = Arc::clone(ctx);

@@ -2,6 +2,7 @@
 //! and a raw wire client for requests the Kafka clients cannot send.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod kafka;
 pub mod proxy;
 
@@ -244,6 +245,70 @@ impl RawClient {
         let resp = R::Response::decode(&mut frame, version).expect("response body");
         assert_eq!(frame.remaining(), 0, "response fully consumed");
         resp
+    }
+
+    /// Creates `topic` with one partition (Metadata auto-creation), produces `values` to it
+    /// (acks=all) and returns its topic id.
+    pub fn produce_to_new_topic(&mut self, topic: &str, values: &[&str]) -> uuid::Uuid {
+        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{MetadataRequest, ProduceRequest, TopicName};
+        let name = || TopicName(StrBytes::from_string(topic.to_string()));
+        let md = self.call(
+            12,
+            &MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(name()))
+                ]))
+                .with_allow_auto_topic_creation(true),
+        );
+        let produce = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name())
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch(values)))])]);
+        let r = self.call(9, &produce);
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0, "{r:?}");
+        md.topics[0].topic_id
+    }
+
+    /// ShareGroupHeartbeat (v1) joining `member` to `group`, subscribed to `topic`.
+    pub fn join_share_group(
+        &mut self,
+        group: &str,
+        member: &str,
+        topic: &str,
+    ) -> kafka_protocol::messages::ShareGroupHeartbeatResponse {
+        use kafka_protocol::messages::{GroupId, ShareGroupHeartbeatRequest, TopicName};
+        let s = |v: &str| StrBytes::from_string(v.to_string());
+        self.call(
+            1,
+            &ShareGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_member_id(s(member))
+                .with_member_epoch(0)
+                .with_subscribed_topic_names(Some(vec![TopicName(s(topic))])),
+        )
+    }
+
+    /// IncrementalAlterConfigs SET of one setting of a share group; returns the error code.
+    pub fn set_share_group_config(&mut self, group: &str, name: &str, value: &str) -> i16 {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        let s = |v: &str| StrBytes::from_string(v.to_string());
+        let req = kafka_protocol::messages::IncrementalAlterConfigsRequest::default()
+            .with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(32)
+                .with_resource_name(s(group))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(s(name))
+                    .with_config_operation(0)
+                    .with_value(Some(s(value)))])]);
+        self.call(0, &req).responses[0].error_code
     }
 
     /// True when the server has closed the connection (read returns EOF or reset).

@@ -1,4 +1,13 @@
-//! DescribeConfigs: topic configs (overrides and defaults) and the broker's settings.
+//! DescribeConfigs: topic configs (overrides and defaults), the broker's settings, and share
+//! groups' settings with their share-partitions' delivery state.
+//!
+//! The delivery state of a share group has no Kafka API, so it is shown on resource type GROUP
+//! as read-only entries of Courier's own, one per share-partition:
+//! `courier.share.state.<topic>.<partition>` = `start=S end=E acquired=Q available=A
+//! archived=R acknowledged=K` (S the share-partition start offset, E its end offset, Q the
+//! records locked to a consumer now, A those waiting for redelivery in the window, R and K the
+//! records archived and accepted since the broker loaded the share-partition). They cannot be
+//! set: IncrementalAlterConfigs answers INVALID_CONFIG for them.
 
 use std::sync::Arc;
 
@@ -22,6 +31,8 @@ pub const RESOURCE_GROUP: i8 = 32;
 const SOURCE_STATIC_BROKER: i8 = 4;
 /// Config source code: a group's config.
 const SOURCE_GROUP: i8 = 8;
+/// The name prefix of a share-partition's delivery-state entry.
+pub const SHARE_STATE_PREFIX: &str = "courier.share.state.";
 
 /// (name, value, Kafka type code, doc) of every entry, with whether it is the default.
 type Entry = (String, String, bool, i8, &'static str);
@@ -131,6 +142,32 @@ fn broker_entries(ctx: &Context) -> Vec<Entry> {
     ]
 }
 
+/// The read-only delivery-state entries of a share group's share-partitions.
+fn share_state_entries(ctx: &Context, group: &str) -> Vec<Entry> {
+    ctx.broker
+        .shares
+        .partition_stats(&ctx.broker.topics, group)
+        .into_iter()
+        .map(|(topic, partition, s)| {
+            (
+                format!("{SHARE_STATE_PREFIX}{topic}.{partition}"),
+                format!(
+                    "start={} end={} acquired={} available={} archived={} acknowledged={}",
+                    s.start_offset,
+                    s.end_offset,
+                    s.acquired,
+                    s.available,
+                    s.archived_total,
+                    s.acknowledged_total
+                ),
+                false,
+                2,
+                "Courier: this share-partition's delivery state (read-only).",
+            )
+        })
+        .collect()
+}
+
 /// Handles one DescribeConfigs request.
 pub fn handle(
     ctx: &Arc<Context>,
@@ -206,8 +243,13 @@ pub fn handle(
             let wanted = res.configuration_keys.as_ref().filter(|k| !k.is_empty());
             out.configs = entries
                 .into_iter()
+                .chain(match res.resource_type {
+                    RESOURCE_GROUP => share_state_entries(ctx, res.resource_name.as_str()),
+                    _ => Vec::new(),
+                })
                 .filter(|(name, ..)| wanted.is_none_or(|w| w.iter().any(|k| k.as_str() == name)))
                 .map(|(name, value, is_default, config_type, doc)| {
+                    let read_only = read_only || name.starts_with(SHARE_STATE_PREFIX);
                     let mut c = DescribeConfigsResourceResult::default()
                         .with_name(StrBytes::from_string(name))
                         .with_value(Some(StrBytes::from_string(value)))

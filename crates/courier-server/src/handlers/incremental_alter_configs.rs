@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use courier_broker::topic_config::AlterOp;
 use courier_broker::BrokerError;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
@@ -14,7 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::error_codes;
 use crate::handlers::config_resource;
-use crate::handlers::describe_configs::RESOURCE_GROUP;
+use crate::handlers::describe_configs::{RESOURCE_GROUP, SHARE_STATE_PREFIX};
 use crate::listener::Context;
 
 fn operation(code: i8) -> Result<AlterOp, BrokerError> {
@@ -40,6 +41,19 @@ async fn alter_group(
     validate_only: bool,
 ) -> Result<(), (i16, String)> {
     let group = res.resource_name.as_str();
+    if let Some(c) = res
+        .configs
+        .iter()
+        .find(|c| c.name.starts_with(SHARE_STATE_PREFIX))
+    {
+        return Err((
+            ResponseError::InvalidConfig.code(),
+            format!(
+                "{} is read-only: it shows the share-partition's delivery state",
+                c.name.as_str()
+            ),
+        ));
+    }
     ctx.broker
         .shares
         .alter_settings(&ctx.broker.topics, group, validate_only, |mut settings| {

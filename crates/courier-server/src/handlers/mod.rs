@@ -15,6 +15,7 @@ pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_producers;
+pub mod describe_share_group_offsets;
 pub mod describe_transactions;
 pub mod end_txn;
 pub mod fetch;
