@@ -258,3 +258,44 @@ fn share_sessions_acknowledgements_and_errors_over_the_raw_protocol() {
         "GROUP_ID_NOT_FOUND"
     );
 }
+
+/// RENEW (acknowledgement type 4, which librdkafka 2.16 does not send) extends a held
+/// record's acquisition lock: past the original deadline another member still cannot take it,
+/// and the holder can still accept it.
+#[test]
+fn renew_extends_the_acquisition_lock() {
+    let broker = TestBroker::start();
+    let mut c = RawClient::connect(&broker.addr);
+    let topic_id = setup(&mut c);
+    assert_eq!(
+        c.set_share_group_config(GROUP, "share.record.lock.duration.ms", "4000"),
+        0
+    );
+    assert_eq!(c.join_share_group(GROUP, MEMBER, TOPIC).error_code, 0);
+    assert_eq!(c.join_share_group(GROUP, "member-2", TOPIC).error_code, 0);
+
+    let r = c.call(1, &share_fetch(0, topic_id, vec![(0, vec![])], 2));
+    assert_eq!(acquired(&r), vec![(0, 1, 1)], "{r:?}");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let a = c.call(1, &share_ack(1, topic_id, 0, 1, 4));
+    assert_eq!(
+        (a.error_code, a.responses[0].partitions[0].error_code),
+        (0, 0),
+        "{a:?}"
+    );
+    // Past the first lock's deadline (4 s), within the renewed one (about 6.5 s).
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let mut other = share_fetch(0, topic_id, vec![(0, vec![])], 10);
+    other.member_id = Some(s("member-2"));
+    let r = c.call(1, &other);
+    assert_eq!(
+        acquired(&r),
+        vec![(2, 5, 1)],
+        "the renewed records stay held: {r:?}"
+    );
+    let a = c.call(1, &share_ack(2, topic_id, 0, 1, 1));
+    assert_eq!(
+        a.responses[0].partitions[0].error_code, 0,
+        "still the holder's to accept"
+    );
+}
