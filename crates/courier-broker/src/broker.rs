@@ -72,7 +72,7 @@ impl Broker {
         )?;
         let shares = ShareService::open(
             &dir.join("meta"),
-            courier_coordinator::share::ShareGroupConfig::default(),
+            config.share_group.clone(),
             Arc::clone(&hw_changed),
         )?;
         let txns = TxnService::open(

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use courier_coordinator::consumer::ConsumerConfig;
 use courier_coordinator::group::GroupConfig;
+use courier_coordinator::share::ShareGroupConfig;
 use courier_coordinator::txn::TxnConfig;
 
 use crate::topic_config::TopicDefaults;
@@ -44,6 +45,8 @@ pub struct BrokerConfig {
     pub group: GroupConfig,
     /// KIP-848 consumer-protocol settings (group.consumer.* settings).
     pub consumer_group: ConsumerConfig,
+    /// Share-group (KIP-932) limits and timings (group.share.* settings).
+    pub share_group: ShareGroupConfig,
     /// Transaction settings (transaction.max.timeout.ms).
     pub txn: TxnConfig,
     /// producer.id.expiration.ms: idempotent producers idle this long are forgotten.
@@ -71,6 +74,7 @@ impl Default for BrokerConfig {
             cluster_id: None,
             group: GroupConfig::default(),
             consumer_group: ConsumerConfig::default(),
+            share_group: ShareGroupConfig::default(),
             txn: TxnConfig::default(),
             producer_id_expiration_ms: 86_400_000,
             crash_after_txn_prepare: false,

@@ -91,6 +91,21 @@ pub struct ServeArgs {
     /// Session timeout of KIP-848 consumers (group.consumer.session.timeout.ms). [default: 45000]
     #[arg(long, env = "COURIER_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
     group_consumer_session_timeout_ms: Option<i64>,
+    /// Share groups (KIP-932) a broker keeps at once, empty ones included
+    /// (group.share.max.groups). [default: 10]
+    #[arg(long, env = "COURIER_GROUP_SHARE_MAX_GROUPS")]
+    group_share_max_groups: Option<usize>,
+    /// Members per share group (group.share.max.size). [default: 200]
+    #[arg(long, env = "COURIER_GROUP_SHARE_MAX_SIZE")]
+    group_share_max_size: Option<usize>,
+    /// Heartbeat interval told to share consumers (group.share.heartbeat.interval.ms).
+    /// [default: 5000]
+    #[arg(long, env = "COURIER_GROUP_SHARE_HEARTBEAT_INTERVAL_MS")]
+    group_share_heartbeat_interval_ms: Option<i32>,
+    /// A share consumer silent this long leaves its group, and its records are released
+    /// (group.share.session.timeout.ms). [default: 45000]
+    #[arg(long, env = "COURIER_GROUP_SHARE_SESSION_TIMEOUT_MS")]
+    group_share_session_timeout_ms: Option<i64>,
     /// Largest transaction.timeout.ms a producer may ask for (transaction.max.timeout.ms).
     /// [default: 900000]
     #[arg(long, env = "COURIER_TRANSACTION_MAX_TIMEOUT_MS")]
@@ -220,6 +235,35 @@ fn resolve(a: ServeArgs) -> anyhow::Result<Resolved> {
             "--group-consumer-session-timeout-ms must exceed the heartbeat interval"
         );
         broker.consumer_group.session_timeout_ms = v;
+    }
+    let share = &mut broker.share_group;
+    if let Some(v) = a.group_share_max_groups.or(f.group_share_max_groups) {
+        anyhow::ensure!(v >= 1, "--group-share-max-groups must be at least 1");
+        share.max_groups = v;
+    }
+    if let Some(v) = a.group_share_max_size.or(f.group_share_max_size) {
+        anyhow::ensure!(v >= 1, "--group-share-max-size must be at least 1");
+        share.max_size = v;
+    }
+    if let Some(v) = a
+        .group_share_heartbeat_interval_ms
+        .or(f.group_share_heartbeat_interval_ms)
+    {
+        anyhow::ensure!(
+            v >= 1,
+            "--group-share-heartbeat-interval-ms must be at least 1"
+        );
+        share.heartbeat_interval_ms = v;
+    }
+    if let Some(v) = a
+        .group_share_session_timeout_ms
+        .or(f.group_share_session_timeout_ms)
+    {
+        anyhow::ensure!(
+            v > i64::from(share.heartbeat_interval_ms),
+            "--group-share-session-timeout-ms must exceed the heartbeat interval"
+        );
+        share.session_timeout_ms = v;
     }
     if let Some(v) = a
         .transaction_max_timeout_ms

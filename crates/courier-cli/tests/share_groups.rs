@@ -299,3 +299,30 @@ fn renew_extends_the_acquisition_lock() {
         "still the holder's to accept"
     );
 }
+
+/// `--group-share-max-groups` and `--group-share-max-size` bound what clients can create:
+/// past either, a join gets GROUP_MAX_SIZE_REACHED and nothing is created.
+#[test]
+fn share_group_limits_are_settings() {
+    let broker = TestBroker::start_with(&[
+        "--group-share-max-groups",
+        "2",
+        "--group-share-max-size",
+        "1",
+    ]);
+    let mut c = RawClient::connect(&broker.addr);
+    setup(&mut c);
+    assert_eq!(c.join_share_group("g1", "m1", TOPIC).error_code, 0);
+    assert_eq!(
+        c.join_share_group("g1", "m2", TOPIC).error_code,
+        81,
+        "one member per group"
+    );
+    assert_eq!(c.join_share_group("g2", "m1", TOPIC).error_code, 0);
+    // setup's group settings created no group: g1 and g2 are the two.
+    assert_eq!(
+        c.join_share_group("g3", "m1", TOPIC).error_code,
+        81,
+        "two groups at most"
+    );
+}
