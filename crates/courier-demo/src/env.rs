@@ -9,11 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use courier_verify::nemesis::{free_port, BrokerOptions, BrokerProcess, FaultProxy};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::DemoError;
@@ -109,25 +106,6 @@ impl Environment {
             }
         }
     }
-}
-
-/// Creates `topic` with `partitions` (replication factor 1); an existing topic is fine.
-pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), DemoError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let opts = AdminOptions::new().operation_timeout(Some(CALL_TIMEOUT));
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let results = admin.create_topics([&new], &opts).await?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => {
-                return Err(DemoError::Run(format!("creating topic {t}: {code}")));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The (low, high) watermarks of every partition of `topic`. Blocks.

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use courier_verify::run::create_topic;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -114,8 +115,8 @@ async fn run_in(options: &DemoOptions, dir: &Path) -> Result<Report, DemoError> 
         dir,
     )?);
     let bootstrap = env.bootstrap();
-    env::create_topic(&bootstrap, TOPIC, PARTITIONS).await?;
-    env::create_topic(&bootstrap, &format!("{TOPIC}.dlq"), 1).await?;
+    create_topic(&bootstrap, TOPIC, PARTITIONS as usize).await?;
+    create_topic(&bootstrap, &format!("{TOPIC}.dlq"), 1).await?;
     let from = blocking(|| env::watermarks(&bootstrap, TOPIC))?
         .into_iter()
         .map(|(p, (_, high))| (p, high))

@@ -297,6 +297,9 @@ pub async fn wait_for(within: Duration, what: &str, mut cond: impl FnMut() -> bo
     }
 }
 
+/// The future a spawned runner stops on.
+type StopSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// A runner on its own task: stopped cleanly ([`RunnerTask::stop`]) or killed
 /// ([`RunnerTask::kill`]: its future is dropped, a crash as far as its guarantee goes).
 ///
@@ -313,33 +316,26 @@ pub struct RunnerTask {
 impl RunnerTask {
     /// Spawns `runner.run_until(<stop>)`.
     pub fn spawn<H: Handler>(runner: Runner<H>) -> Self {
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            runner
-                .run_until(async move {
-                    let _ = rx.await;
-                })
-                .await
-        });
-        Self {
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self::spawn_with(|stop| async move { runner.run_until(stop).await })
     }
 
     /// Spawns an exactly-once-into-a-database `runner.run_until(<stop>)`.
     pub fn spawn_db<D: DbHandler>(runner: Runner<InDatabase<D>>) -> Self {
+        Self::spawn_with(|stop| async move { runner.run_until(stop).await })
+    }
+
+    /// Spawns `run(<stop>)`, where `<stop>` resolves when the task is stopped.
+    fn spawn_with<F>(run: impl FnOnce(StopSignal) -> F) -> Self
+    where
+        F: std::future::Future<Output = Result<RunStats, ToolkitError>> + Send + 'static,
+    {
         let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            runner
-                .run_until(async move {
-                    let _ = rx.await;
-                })
-                .await
+        let signal: StopSignal = Box::pin(async move {
+            let _ = rx.await;
         });
         Self {
             stop: Some(stop),
-            task: Some(task),
+            task: Some(tokio::spawn(run(signal))),
         }
     }
 

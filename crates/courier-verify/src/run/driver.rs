@@ -30,7 +30,13 @@ pub struct RunOutcome {
     pub unfinished_partitions: usize,
 }
 
-async fn create_topic(bootstrap: &str, topic: &str, partitions: usize) -> Result<(), VerifyError> {
+/// Creates `topic` with `partitions` (replication factor 1) unless it exists, retrying for up
+/// to 30 s while the broker is unreachable or not ready (it may have just been restarted).
+pub async fn create_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: usize,
+) -> Result<(), VerifyError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()

@@ -21,7 +21,7 @@ pub mod progress;
 pub mod recorder;
 pub mod rpw;
 
-pub use driver::{execute, RunOutcome};
+pub use driver::{create_topic, execute, RunOutcome};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
