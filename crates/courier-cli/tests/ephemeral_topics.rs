@@ -600,3 +600,24 @@ async fn a_bad_value_is_refused_and_the_setting_cannot_change_later() {
     );
     broker.terminate();
 }
+
+/// `--ephemeral-dir` puts ephemeral partitions under the given directory instead of /dev/shm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ephemeral_dir_setting_chooses_where_the_memory_lives() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let base_arg = base.path().to_str().expect("utf-8").to_string();
+    let broker = Broker(TestBroker::start_with(&["--ephemeral-dir", &base_arg]));
+    let b = broker.bootstrap();
+    publish_to_both(&b, ("pulse", "audit"), 1, &keyed("p", 20)).await;
+    let memory = memory_dir(broker.data_dir()).expect("memory dir recorded");
+    assert!(
+        memory.starts_with(base.path()),
+        "{} is under {}",
+        memory.display(),
+        base.path().display()
+    );
+    assert!(
+        segment_bytes(&memory.join("pulse-0")) > 0,
+        "the segment is there"
+    );
+}
